@@ -1,0 +1,170 @@
+"""A run: a picklable spec in, a list of per-round records out (DESIGN.md §2, §5-6)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from methods import Sampler, make_method
+from methods.protocol import Protocol, run_rounds
+from tasks import get_task
+
+from .measure import PeakMemory, Stopwatch
+from .records import now, provenance
+
+TOPK = 4  # GGDM --reward_K: top-k reward / off-support over the K highest-reward samples
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; choose cpu, cuda or auto")
+    return device
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's numbers. ``params`` are method hyperparameters."""
+
+    task: str = "subspace"
+    reward: str = "f1-theta2"
+    denoiser: str = "oracle"
+    method: str = "look-ahead"
+    params: dict = field(default_factory=dict)
+    rounds: int = 1
+    algorithm: int = 1
+    ft_lr: float = 1e-6
+    ft_start: int = 40
+    ft_steps: int = 1
+    batch: int = 32
+    seed: int = 0
+    T: int = 200
+    sampler: str = "ddpm"
+    eta: float = 1.0
+    steps: int | None = None
+    device: str = "cpu"
+
+    def key(self) -> dict:
+        d = asdict(self)
+        d["params"] = dict(sorted(self.params.items()))
+        return d
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.key(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def protocol_name(self) -> str:
+        if self.rounds <= 1:
+            return "one-shot"
+        return f"alg{self.algorithm}"
+
+
+@dataclass
+class Built:
+    task: object
+    reward: object
+    method: object
+    protocol: Protocol
+    sampler: Sampler
+    device: str
+
+
+def build(spec: RunSpec) -> Built:
+    """Resolve and validate every name and value; raises UnknownName or ValueError, touches nothing."""
+    if int(spec.batch) != spec.batch or spec.batch <= 0:
+        raise ValueError(f"batch must be a positive integer, got {spec.batch}")
+    if spec.rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {spec.rounds}")
+    task = get_task(spec.task, spec.T)
+    reward = task.reward(spec.reward)
+    if spec.denoiser not in task.denoiser_kinds:
+        from methods import suggest
+
+        raise suggest(f"denoiser of task {spec.task!r}", spec.denoiser, task.denoiser_kinds)
+    method = make_method(spec.method, spec.params)
+    protocol = Protocol(spec.rounds, spec.algorithm, spec.ft_lr, spec.ft_start, spec.ft_steps)
+    if spec.algorithm == 2 and spec.denoiser == "oracle":
+        raise ValueError("algorithm 2 fine-tunes the score network; it needs --denoiser trained")
+    sampler = Sampler(spec.sampler, spec.eta, spec.steps)
+    return Built(task, reward, method, protocol, sampler, resolve_device(spec.device))
+
+
+def _mean_se(v: torch.Tensor) -> tuple[float, float]:
+    v = v.double()
+    n = v.numel()
+    return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else 0.0
+
+
+def evaluate(task, reward, x: torch.Tensor) -> dict:
+    """Per-round statistics of a batch (not counted as cost)."""
+    with torch.no_grad():
+        r = reward(x).double().cpu()
+        off = task.off_support(x).double().cpu()
+        k = min(TOPK, r.numel())
+        top = torch.topk(r, k).indices
+        metrics = {name: _mean_se(v.cpu())[0] for name, v in task.metrics(x).items()}
+        metrics["off_support_topk"] = float(off[top].mean())
+        rm, rse = _mean_se(r)
+        om, ose = _mean_se(off)
+    return {"reward_mean": rm, "reward_se": rse, "reward_topk": float(r[top].mean()),
+            "off_support_mean": om, "off_support_se": ose, "metrics": metrics}
+
+
+def base_record(spec: RunSpec, built: Built | None) -> dict:
+    prov = provenance()
+    return {
+        "run_id": spec.run_id, "task": spec.task, "task_version": getattr(built.task, "version", None) if built else None,
+        "reward_fn": spec.reward, "denoiser": spec.denoiser, "method": spec.method,
+        "method_version": built.method.version if built else None,
+        "hparams": built.method.hparams() if built else dict(spec.params), "protocol": spec.protocol_name,
+        "seed": spec.seed, "n": spec.batch, "device": built.device if built else spec.device,
+        "git": prov["git"], "dirty": prov["dirty"], "torch": prov["torch"], "spec": spec.key(),
+    }
+
+
+def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
+    """Run ``spec``; yield one record per round. Failures become a final ``error``/``diverged`` row."""
+    built = None
+    try:
+        built = build(spec)
+        den = built.task.denoiser(spec.denoiser, built.device)
+        watch, mem = Stopwatch(built.device), PeakMemory(built.device)
+        gen = run_rounds(built.method, den, built.reward, built.protocol, batch=spec.batch, seed=spec.seed,
+                         sampler=built.sampler, device=built.device)
+        with mem:
+            while True:
+                with watch.measure():
+                    out = next(gen, None)
+                if out is None:
+                    break
+                x = out["x"]
+                rec = {**base_record(spec, built), "round": out["round"], **evaluate(built.task, built.reward, x),
+                       **out["cost"].as_dict(), "wall_s": watch.seconds, "peak_mem_mb": mem.read(),
+                       "status": "ok", "error": None, "date": now()}
+                if out["info"]:
+                    rec["metrics"].update(out["info"])
+                if not torch.isfinite(x).all():
+                    rec.update(status="diverged", error=f"non-finite samples in round {out['round']}")
+                    yield rec
+                    return
+                yield rec
+                if progress:
+                    progress(out["round"])
+    except Exception as e:  # a failing run is a row, never a crash of the sweep
+        rec = {**base_record(spec, built), "round": None, "status": "error",
+               "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8), "date": now()}
+        yield rec
+
+
+def execute(spec: RunSpec) -> list[dict]:
+    """All records of one run (picklable entry point for executors)."""
+    return list(iter_records(spec))

@@ -1,0 +1,16 @@
+"""Guidance methods behind one interface; see ``methods.base.Method`` and ``REGISTRY``.
+
+Adding a method: one file with a frozen dataclass subclass of ``Method`` / ``PerStepMethod``, plus one
+``register`` line below. The shared contract suite (tests/test_contract.py) then runs it.
+"""
+from .base import Method, Objective, PerStepMethod, StepCtx, param  # noqa: F401
+from .denoiser import Cost, Counted  # noqa: F401
+from .registry import REGISTRY, UnknownName, get_method, make_method, register, suggest  # noqa: F401
+from .sampling import NoiseStream, Sampler, Schedule  # noqa: F401
+
+from .unguided import Unguided
+from .naive import Naive
+from .lookahead import LookAhead
+
+for _cls in (Unguided, Naive, LookAhead):
+    register(_cls)

@@ -1,0 +1,157 @@
+"""The one method interface: a frozen dataclass of hyperparameters with ``sample``.
+
+Per-step guidance methods subclass ``PerStepMethod`` and override ``guided_eps`` (score/eps shift) or
+``step`` (anything else that stays inside one sampler step). Methods that change the loop itself
+(recurrence, direct noise optimisation) override ``sample``. The reward reaches a method only through
+an ``Objective``, which counts reward evaluations and gives per-sample gradients in one backward pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from .denoiser import Cost, Counted
+from .sampling import NoiseStream, Sampler
+
+__all__ = ["param", "Method", "PerStepMethod", "Objective", "StepCtx", "bdot"]
+
+
+def param(default: Any, help: str, *, min: float | None = None, choices: tuple | None = None):
+    """A hyperparameter field: default, one-line meaning, optional lower bound / choices."""
+    return field(default=default, metadata={"help": help, "min": min, "choices": choices})
+
+
+def bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product <a_i, b_i> of [B, *shape] tensors -> [B]."""
+    return (a * b).flatten(1).sum(1)
+
+
+def bnorm2(a: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared norm -> [B]."""
+    return a.flatten(1).pow(2).sum(1)
+
+
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a [B] tensor to broadcast against [B, *shape] (append_dims)."""
+    return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
+
+
+class Objective:
+    """What guidance maximises, per sample, plus the GGDM linearisation at the previous round.
+
+    ``reward(x) -> [B]`` is the task reward. ``anchor`` z_k (the previous round's samples), ``g`` =
+    grad r(z_k) and ``r_anchor`` = r(z_k) define the linear model r_lin(x) = r(z_k) + <g, x - z_k>
+    (GGDM Algorithm 1). With ``linear=True`` (the iterative protocol) ``value`` uses r_lin, else the
+    reward itself. Reward evaluations are counted in ``cost.reward_calls``.
+    """
+
+    def __init__(self, reward: Callable, cost: Cost, *, anchor=None, g=None, r_anchor=None, linear=False):
+        self.reward, self.cost = reward, cost
+        self.anchor, self.g, self.r_anchor, self.linear = anchor, g, r_anchor, linear
+
+    @classmethod
+    def linearised(cls, reward: Callable, cost: Cost, anchor: torch.Tensor, linear: bool) -> "Objective":
+        obj = cls(reward, cost, linear=linear)
+        r, g = obj.value_and_grad(anchor, exact=True)
+        obj.anchor, obj.g, obj.r_anchor = anchor.detach(), g, r
+        return obj
+
+    def value(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        if self.linear and not exact and self.g is not None:
+            return self.r_anchor + bdot(self.g, x - self.anchor)
+        self.cost.reward_calls += 1
+        return self.reward(x)
+
+    def value_and_grad(self, x: torch.Tensor, exact: bool = False):
+        """Per-sample r(x_i) and grad r(x_i): one backward on the batch sum, never a batch Jacobian."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            r = self.value(x, exact=exact)
+            (g,) = torch.autograd.grad(r.sum(), x)
+        return r.detach(), g.detach()
+
+    def target(self, delta: float) -> torch.Tensor:
+        """GGDM target y_i = <g_i, z_i> + delta (Algorithm 1, step 2)."""
+        if self.g is None:
+            raise RuntimeError("this method needs a linearised objective (an anchor batch); "
+                               "run it through the round protocol")
+        return bdot(self.g, self.anchor) + delta
+
+
+@dataclass(frozen=True)
+class Method:
+    """Base of every method. Fields are hyperparameters (use ``param``); ``name``/``version`` are
+    class attributes; ``strength`` names the field that scales guidance (0 must equal unguided)."""
+
+    name: ClassVar[str] = "?"
+    version: ClassVar[int] = 1
+    strength: ClassVar[str | None] = None
+    summary: ClassVar[str] = ""
+    iterative: ClassVar[bool] = False  # True: the method runs its own rounds (``rounds``)
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{self.name}: parameter {f.name} must be finite, got {v}")
+            lo = f.metadata.get("min")
+            if lo is not None and v is not None and v < lo:
+                raise ValueError(f"{self.name}: parameter {f.name} must be >= {lo}, got {v}")
+            ch = f.metadata.get("choices")
+            if ch is not None and v not in ch:
+                raise ValueError(f"{self.name}: parameter {f.name} must be one of {list(ch)}, got {v!r}")
+
+    def hparams(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def params(cls) -> list[tuple[str, Any, str]]:
+        return [(f.name, f.default, f.metadata.get("help", "")) for f in fields(cls)]
+
+    def sample(self, den: Counted, obj: Objective, noise: NoiseStream, sampler: Sampler) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class StepCtx:
+    """Everything one sampler step knows: index i of n, grid times, schedule scalars."""
+
+    i: int
+    n: int
+    t: int
+    t_prev: int
+    alpha: float  # sqrt(alpha_bar_t)
+    h: float      # 1 - alpha_bar_t
+    sampler: Sampler
+    den: Counted
+
+
+@dataclass(frozen=True)
+class PerStepMethod(Method):
+    """Shared ancestral loop: x_T from the stream, then one ``step`` per grid time.
+
+    Exactly one noise draw per step (also on the last, unused), so all per-step methods consume the
+    per-sample stream identically and zero strength reproduces the unguided sampler bit for bit.
+    """
+
+    def sample(self, den, obj, noise, sampler):
+        grid = sampler.grid(den.schedule)
+        with torch.no_grad():
+            x = noise()
+            for i, (t, t_prev) in enumerate(grid):
+                alpha, h = den.schedule.coeffs(t)
+                ctx = StepCtx(i, len(grid), t, t_prev, alpha, h, sampler, den)
+                x = self.step(ctx, obj, x, noise)
+        return x
+
+    def step(self, ctx: StepCtx, obj: Objective, x: torch.Tensor, noise: NoiseStream) -> torch.Tensor:
+        eps = self.guided_eps(ctx, obj, x)
+        x0 = (x - math.sqrt(ctx.h) * eps) / ctx.alpha
+        z = noise()
+        return ctx.sampler.step(ctx.den.schedule, x, x0, eps, ctx.t, ctx.t_prev, z)
+
+    def guided_eps(self, ctx: StepCtx, obj: Objective, x: torch.Tensor) -> torch.Tensor:
+        return ctx.den.eps(x, ctx.t)

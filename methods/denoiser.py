@@ -1,0 +1,86 @@
+"""Denoiser protocol and the exact cost counter.
+
+A denoiser predicts the noise eps_hat(x_t, t) of the VP forward process x_t = alpha x0 + sqrt(h) eps
+(ggdm.md §1.4). x0_hat follows by Tweedie. Guidance code never sees the network type: it only calls
+``eps`` on a ``Counted`` wrapper, which tallies forwards (NFE) and vector-Jacobian products (VJP)
+through the denoiser exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from .sampling import Schedule, x0_from_eps
+
+__all__ = ["Denoiser", "Counted", "Cost", "as_time"]
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """eps(x: [B, *shape], t: [B] long) -> eps_hat [B, *shape]."""
+
+    schedule: Schedule
+    shape: tuple[int, ...]
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+
+def as_time(t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A [B] long tensor of times on x's device."""
+    if isinstance(t, torch.Tensor) and t.ndim == 1:
+        return t.to(device=x.device, dtype=torch.long)
+    return torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+
+
+@dataclass
+class Cost:
+    """Cumulative cost: denoiser forwards, VJPs through the denoiser, reward evaluations."""
+
+    nfe: int = 0
+    vjp: int = 0
+    reward_calls: int = 0
+
+    def as_dict(self) -> dict:
+        return {"nfe": self.nfe, "vjp": self.vjp, "reward_calls": self.reward_calls}
+
+
+class _CountVJP(torch.autograd.Function):
+    """Identity whose backward increments a counter: one backward through the output = one VJP."""
+
+    @staticmethod
+    def forward(ctx, x, cost):
+        ctx.cost = cost
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.cost.vjp += 1
+        return grad, None
+
+
+class Counted:
+    """Wraps a denoiser; counts each batched ``eps`` call as one forward and each backward through
+    its output as one VJP. Gradient checkpoint recomputation is counted as forwards too (honest cost).
+    """
+
+    def __init__(self, inner: Denoiser, cost: Cost | None = None):
+        self.inner = inner
+        self.cost = cost if cost is not None else Cost()
+        self.schedule = inner.schedule
+        self.shape = tuple(inner.shape)
+
+    def eps(self, x: torch.Tensor, t) -> torch.Tensor:
+        self.cost.nfe += 1
+        out = self.inner.eps(x, as_time(t, x))
+        if torch.is_grad_enabled() and out.requires_grad:
+            out = _CountVJP.apply(out, self.cost)
+        return out
+
+    def x0_hat(self, x: torch.Tensor, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:
+        alpha, h = self.schedule.coeffs(t)
+        return x0_from_eps(x, self.eps(x, t) if eps is None else eps, alpha, h)
+
+    def __getattr__(self, name):  # parameters(), train() etc. of the inner network
+        return getattr(self.inner, name)

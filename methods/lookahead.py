@@ -1,0 +1,44 @@
+"""Look-ahead loss guidance G_loss (GGDM, Guo et al. 2024, "v2"; ggdm.md §3.1, §7.2).
+
+    G_loss(x_t, t) = -beta_t grad_{x_t} (y - g^T x0_hat(x_t))^2
+                   = 2 beta_t (y - g^T x0_hat) grad_{x_t}(g^T x0_hat)
+    beta_t = (alpha_t^2 / 2) / (alpha_t^2 sigma^2 + h_t ||grad_{x_t}(g^T x0_hat)||^2)
+
+The gradient goes through the denoiser (1 forward with graph + 1 VJP per step, one backward for the
+whole batch). For Gaussian subspace data this beta_t is exactly the conditional-score coefficient, and
+the direction alpha P g never leaves the subspace.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .base import PerStepMethod, bdot, bnorm2, param, per_sample
+
+
+@dataclass(frozen=True)
+class LookAhead(PerStepMethod):
+    name = "look-ahead"
+    strength = "beta_coef"
+    summary = "GGDM look-ahead guidance G_loss: gradient of (y - g.x0_hat)^2 through the denoiser"
+    delta: float = param(0.2, "target increment delta: y = g.z_prev + delta (GGDM 'interval')", min=0.0)
+    sigma: float = param(0.1, "noise level of the observation model y = g.x0 + N(0, sigma^2)", min=0.0)
+    beta: float | None = param(None, "constant beta_t; None = the theoretical rule", min=0.0)
+    beta_coef: float = param(1.0, "multiplies beta_t (guidance strength; 0 = unguided)", min=0.0)
+
+    def guided_eps(self, ctx, obj, x):
+        g, y = obj.g, obj.target(self.delta)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            eps = ctx.den.eps(xg, ctx.t)
+            gx0 = bdot(g, (xg - math.sqrt(ctx.h) * eps) / ctx.alpha)
+            (d,) = torch.autograd.grad(gx0.sum(), xg)
+        eps, gx0 = eps.detach(), gx0.detach()
+        if self.beta is None:
+            beta = (ctx.alpha**2 / 2) / (ctx.alpha**2 * self.sigma**2 + ctx.h * bnorm2(d))
+        else:
+            beta = self.beta * x.new_ones(x.shape[0])
+        G = per_sample(2 * self.beta_coef * beta * (y - gx0), x) * d
+        return eps - math.sqrt(ctx.h) * G

@@ -1,0 +1,97 @@
+"""Round protocols around a method: GGDM Algorithm 1 (iterative gradient-guided optimisation) and
+Algorithm 2 (adds score fine-tuning on self-generated samples). ggdm.md §4.
+
+Round 0 is an unguided batch z_0. Round k >= 1 linearises the reward at z_{k-1} (one backward for all
+per-sample gradients g_i), then draws z_k with the method from fresh per-sample noise. Sample i of round
+k is a chain: its guidance uses only its own previous sample. A one-shot run is ``rounds = 1``.
+Methods with ``iterative = True`` (direct noise optimisation) run their own rounds via ``iterate``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .base import Method, Objective
+from .denoiser import Cost, Counted
+from .registry import REGISTRY
+from .sampling import NoiseStream, Sampler, sample_seeds
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How rounds run. ``algorithm`` 1 or 2; ``linear``: per-step methods see the linearised reward."""
+
+    rounds: int = 1
+    algorithm: int = 1
+    ft_lr: float = 1e-6       # Algorithm 2: Adam learning rate of the score-matching step
+    ft_start: int = 40        # Algorithm 2: first optimisation round with fine-tuning
+    ft_steps: int = 1         # Algorithm 2: Adam steps per round on the current batch
+    linear: bool | None = None  # None: linear iff rounds > 1
+
+    def __post_init__(self):
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.algorithm not in (1, 2):
+            raise ValueError(f"algorithm must be 1 or 2, got {self.algorithm}")
+        if not (self.ft_lr >= 0) or self.ft_start < 0 or self.ft_steps < 1:
+            raise ValueError("need ft_lr >= 0, ft_start >= 0, ft_steps >= 1")
+
+
+def fine_tune(net: torch.nn.Module, opt, batch: torch.Tensor, schedule, steps: int, gen) -> float:
+    """Algorithm 2: ``steps`` Adam steps of the DDPM denoising loss on the current batch only."""
+    from tasks.pretrain import denoising_loss
+
+    net.train()
+    loss = torch.zeros(())
+    for _ in range(steps):
+        with torch.enable_grad():
+            loss = denoising_loss(net, batch.detach(), schedule, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+    net.eval()
+    return float(loss)
+
+
+def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: int, seed: int,
+               sampler: Sampler = Sampler(), device="cpu", dtype=torch.float32) -> Iterator[dict]:
+    """Yield {"round", "x", "cost", "info"} for round 0 (unguided) .. protocol.rounds (guided).
+
+    ``cost`` is cumulative. The denoiser is copied before Algorithm 2 fine-tunes it, so a cached
+    pretrained network is never modified.
+    """
+    cost = Cost()
+    if method.iterative:
+        yield from method.iterate(Counted(denoiser, cost), reward, cost, protocol, batch=batch, seed=seed,
+                                  sampler=sampler, device=device, dtype=dtype)
+        return
+    ft_net = ft_opt = None
+    if protocol.algorithm == 2 and protocol.rounds > protocol.ft_start:
+        if not any(True for _ in getattr(denoiser, "parameters", lambda: [])()):
+            raise ValueError("Algorithm 2 fine-tunes the score network: use a trained denoiser, not the oracle")
+        denoiser = copy.deepcopy(denoiser)
+        ft_net = denoiser
+        for p in ft_net.parameters():
+            p.requires_grad_(True)
+        ft_opt = torch.optim.Adam(ft_net.parameters(), lr=protocol.ft_lr, betas=(0.9, 0.99))
+    den = Counted(denoiser, cost)
+    shape = den.shape
+    unguided = REGISTRY["unguided"]()
+    noise = NoiseStream(sample_seeds(seed, 0, batch), shape, device, dtype)
+    x = unguided.sample(den, Objective(reward, cost), noise, sampler)
+    yield {"round": 0, "x": x, "cost": cost, "info": {}}
+    linear = protocol.rounds > 1 if protocol.linear is None else protocol.linear
+    for k in range(1, protocol.rounds + 1):
+        info = {}
+        if ft_net is not None and k - 1 >= protocol.ft_start:
+            gen = torch.Generator().manual_seed(int(sample_seeds(seed, k, 1, offset=10**9)[0]))
+            info["loss_diffusion"] = fine_tune(ft_net, ft_opt, x, den.schedule, protocol.ft_steps, gen)
+            cost.nfe += protocol.ft_steps  # each fine-tuning step: one forward and one backward
+            cost.vjp += protocol.ft_steps
+        obj = Objective.linearised(reward, cost, x, linear=linear)
+        noise = NoiseStream(sample_seeds(seed, k, batch), shape, device, dtype)
+        x = method.sample(den, obj, noise, sampler)
+        yield {"round": k, "x": x, "cost": cost, "info": info}

@@ -1,0 +1,77 @@
+"""Name -> method class registry with did-you-mean errors and typed parameter parsing."""
+from __future__ import annotations
+
+import difflib
+import math
+import typing
+from dataclasses import fields
+
+from .base import Method
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+class UnknownName(KeyError):
+    """An unknown task/reward/method/parameter name; the message names the closest valid ones."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+def suggest(kind: str, name: str, valid) -> UnknownName:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return UnknownName(f"unknown {kind} {name!r}; {hint}valid: {', '.join(valid)}")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"method name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in REGISTRY:
+        raise suggest("method", name, REGISTRY)
+    return REGISTRY[name]
+
+
+def _parse(value, typ):
+    if not isinstance(value, str):
+        return value
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if value.lower() in ("none", "null") and type(None) in typing.get_args(typ):
+        return None
+    base = args[0] if args else typ
+    if base is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    if base is int:
+        return int(value)
+    if base is float:
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return v
+    return value
+
+
+def make_method(name: str, params: dict | None = None) -> Method:
+    """Build a method from string or typed parameters; raises UnknownName / ValueError."""
+    cls = get_method(name)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs = {}
+    for k, v in (params or {}).items():
+        if k not in known:
+            raise suggest(f"parameter of method {name!r}", k, known or ["(none)"])
+        try:
+            kwargs[k] = _parse(v, hints[k])
+        except ValueError as e:
+            raise ValueError(f"{name}: bad value for {k}: {e}") from None
+    return cls(**kwargs)

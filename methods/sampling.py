@@ -1,0 +1,169 @@
+"""Sampling core: VP noise schedule, DDPM / DDIM(eta) steps, per-sample noise streams.
+
+Notation (code -> paper, Ho et al. 2020; Song et al. 2021 "DDIM"; GGDM ggdm.md §1.4):
+    alpha_bar[t]  -> \\bar\\alpha_t            cumulative signal fraction, t = 0..T-1
+    alpha         -> \\sqrt{\\bar\\alpha_t}    (GGDM writes alpha_t for the square root)
+    h             -> 1 - \\bar\\alpha_t        noise variance of the forward marginal
+    x0_hat        -> Tweedie estimate (x_t - sqrt(h) eps) / alpha
+    t_prev        -> the next (smaller) grid time t'; -1 means "clean data" (alpha_bar = 1)
+
+Every function here is rank-agnostic: tensors are [B, *shape] and schedule scalars broadcast.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Schedule", "Sampler", "NoiseStream", "ddpm_step", "ddim_step", "sample_seeds"]
+
+
+class Schedule:
+    """Discrete VP schedule with T steps.
+
+    ``kind="cosine"`` is Nichol & Dhariwal (2021) eq. 17 with s = 0.008 and beta clipped at 0.999, the
+    schedule of the GGDM simulations (ggdm.md §1.4); ``kind="linear"`` is DDPM's beta in [1e-4, 0.02]
+    rescaled by 1000/T.
+    """
+
+    def __init__(self, T: int = 200, kind: str = "cosine", s: float = 0.008):
+        if int(T) != T or T < 2:
+            raise ValueError(f"T must be an integer >= 2, got {T!r}")
+        if kind not in ("cosine", "linear"):
+            raise ValueError(f"unknown schedule kind {kind!r}; choose 'cosine' or 'linear'")
+        self.T, self.kind = int(T), kind
+        if kind == "cosine":
+            f = lambda u: math.cos((u / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+            beta = [min(1 - f(i + 1) / f(i), 0.999) for i in range(T)]
+        else:
+            lo, hi = 1e-4 * 1000 / T, 0.02 * 1000 / T
+            beta = np.linspace(lo, hi, T).tolist()
+        self.beta = torch.tensor(beta, dtype=torch.float64)
+        self.alpha_bar = torch.cumprod(1 - self.beta, 0)
+
+    def abar(self, t: int) -> float:
+        """alpha_bar at grid time t; t = -1 is clean data (1.0)."""
+        return 1.0 if t < 0 else float(self.alpha_bar[t])
+
+    def coeffs(self, t: int) -> tuple[float, float]:
+        """(alpha, h) = (sqrt(alpha_bar_t), 1 - alpha_bar_t) as Python floats."""
+        ab = self.abar(t)
+        return math.sqrt(ab), 1.0 - ab
+
+    def config(self) -> dict:
+        return {"T": self.T, "kind": self.kind}
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha: float, h: float) -> torch.Tensor:
+    """Tweedie: x0_hat = (x_t - sqrt(h) eps) / alpha (no clipping)."""
+    return (x_t - math.sqrt(h) * eps) / alpha
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha: float, h: float) -> torch.Tensor:
+    """Inverse of Tweedie: eps = (x_t - alpha x0) / sqrt(h)."""
+    return (x_t - alpha * x0) / math.sqrt(h)
+
+
+def ddpm_step(sched: Schedule, x_t, x0_hat, t: int, t_prev: int, z) -> torch.Tensor:
+    """Ancestral DDPM step from the posterior q(x_{t'} | x_t, x0_hat) (Ho et al. eq. 6-7).
+
+    On a strided grid the per-step quantities are alpha = abar_t / abar_t' and beta = 1 - alpha.
+    No noise is added on the last step (t' = -1).
+    """
+    ab, ab_prev = sched.abar(t), sched.abar(t_prev)
+    a_step = ab / ab_prev
+    b_step = 1.0 - a_step
+    c1 = math.sqrt(ab_prev) * b_step / (1 - ab)
+    c2 = math.sqrt(a_step) * (1 - ab_prev) / (1 - ab)
+    mean = c1 * x0_hat + c2 * x_t
+    if t_prev < 0:
+        return mean
+    var = b_step * (1 - ab_prev) / (1 - ab)
+    return mean + math.sqrt(var) * z
+
+
+def ddim_step(sched: Schedule, x_t, x0_hat, eps, t: int, t_prev: int, eta: float, z) -> torch.Tensor:
+    """DDIM(eta) step (Song et al. 2021 eq. 12): sqrt(abar')x0 + sqrt(1-abar'-sigma^2) eps + sigma z."""
+    ab, ab_prev = sched.abar(t), sched.abar(t_prev)
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(max(1 - ab / ab_prev, 0.0))
+    out = math.sqrt(ab_prev) * x0_hat + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+    if t_prev < 0 or sigma == 0.0:
+        return out
+    return out + sigma * z
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Which base sampler a run uses: ``ddpm`` (ancestral, default) or ``ddim`` with ``eta``.
+
+    ``steps`` selects an evenly strided sub-grid of the schedule (None = all T steps).
+    """
+
+    kind: str = "ddpm"
+    eta: float = 1.0
+    steps: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("ddpm", "ddim"):
+            raise ValueError(f"unknown sampler {self.kind!r}; choose 'ddpm' or 'ddim'")
+        if not (self.eta >= 0):
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+    def grid(self, sched: Schedule) -> list[tuple[int, int]]:
+        """Pairs (t, t_prev) from t = T-1 down to 0, t_prev = -1 on the last step."""
+        n = sched.T if self.steps is None else min(self.steps, sched.T)
+        ts = sorted({int(round(v)) for v in np.linspace(0, sched.T - 1, n)}, reverse=True)
+        return list(zip(ts, ts[1:] + [-1]))
+
+    def step(self, sched: Schedule, x_t, x0_hat, eps, t: int, t_prev: int, z) -> torch.Tensor:
+        if self.kind == "ddpm":
+            return ddpm_step(sched, x_t, x0_hat, t, t_prev, z)
+        return ddim_step(sched, x_t, x0_hat, eps, t, t_prev, self.eta, z)
+
+
+def sample_seeds(seed: int, round_: int, n: int, offset: int = 0) -> list[int]:
+    """One independent 63-bit seed per sample i (offset + 0..n-1), from (run seed, round, i).
+
+    Sample i's seed does not depend on the batch size, so results are batch-size independent.
+    """
+    return [
+        int(np.random.SeedSequence([int(seed), int(round_), offset + i]).generate_state(2, np.uint64)[0] >> 1)
+        for i in range(n)
+    ]
+
+
+class NoiseStream:
+    """Per-sample Gaussian noise, drawn in blocks from one generator per sample.
+
+    Each call returns the next [B, *shape] draw. Sample i's draws depend only on its own seed, so a
+    batch of 8 reproduces the first 8 rows of a batch of 32 exactly. Every method must consume the
+    stream identically across the batch (one call = one draw for every sample).
+    """
+
+    def __init__(self, seeds, shape, device="cpu", dtype=torch.float32, block: int = 64):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.shape, self.device, self.dtype, self.block = tuple(shape), torch.device(device), dtype, block
+        self._buf: torch.Tensor | None = None
+        self._pos = 0
+        self.draws = 0
+
+    @property
+    def batch(self) -> int:
+        return len(self.gens)
+
+    def _refill(self):
+        rows = [torch.randn((self.block, *self.shape), generator=g, dtype=self.dtype) for g in self.gens]
+        self._buf = torch.stack(rows, 1).to(self.device)  # [block, B, *shape]
+        self._pos = 0
+
+    def __call__(self) -> torch.Tensor:
+        if self._buf is None or self._pos >= self.block:
+            self._refill()
+        out = self._buf[self._pos]
+        self._pos += 1
+        self.draws += 1
+        return out

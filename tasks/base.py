@@ -1,0 +1,92 @@
+"""Task interface: data distribution + denoisers (exact oracle and trained network) + rewards +
+off-support error. See DESIGN.md §4."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from methods.registry import suggest
+from methods.sampling import Schedule
+
+__all__ = ["Reward", "Task", "NetDenoiser", "DENOISER_KINDS"]
+
+DENOISER_KINDS = {
+    "oracle": "exact closed-form eps* of the task's data distribution",
+    "trained": "the default small network, pretrained here and cached (bench pretrain)",
+}
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A per-sample differentiable reward r(x0) -> [B]; higher is better."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    summary: str
+    optimum: float | None = None  # best attainable value, when known
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class NetDenoiser(torch.nn.Module):
+    """A trained eps-network as a suite denoiser: eps(x, t) = net(x, t)."""
+
+    def __init__(self, net: torch.nn.Module, schedule: Schedule, shape):
+        super().__init__()
+        self.net, self.schedule, self.shape = net, schedule, tuple(shape)
+
+    def eps(self, x, t):
+        return self.net(x, t)
+
+
+class Task:
+    """Base class. Subclasses set name, version, shape, summary and fill ``self.rewards``."""
+
+    name: str = "?"
+    version: int = 1
+    shape: tuple[int, ...] = ()
+    summary: str = ""
+    denoiser_kinds: dict[str, str] = DENOISER_KINDS
+
+    def __init__(self, T: int = 200):
+        self.schedule = Schedule(T)
+        self.rewards: dict[str, Reward] = {}
+
+    # --- to implement -------------------------------------------------------------------------
+    def sample_data(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def off_support(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample distance from the data support, >= 0."""
+        raise NotImplementedError
+
+    def metrics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra per-sample metrics."""
+        return {}
+
+    def oracle(self, device) -> torch.nn.Module:
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------------------
+    def reward(self, name: str) -> Reward:
+        if name not in self.rewards:
+            raise suggest(f"reward of task {self.name!r}", name, self.rewards)
+        return self.rewards[name]
+
+    def denoiser(self, kind: str, device="cpu", progress: bool = True, **cfg):
+        """'oracle' (exact) or a trained network from the cache (trained on first use)."""
+        if kind not in self.denoiser_kinds:
+            raise suggest(f"denoiser of task {self.name!r}", kind, self.denoiser_kinds)
+        if kind == "oracle":
+            return self.oracle(device)
+        from .pretrain import load_or_train
+
+        net = load_or_train(self, arch=None if kind == "trained" else kind, progress=progress, **cfg)
+        return NetDenoiser(net, self.schedule, self.shape).to(device).eval()
+
+    def to(self, device):
+        """Move reward constants to a device (tasks keep them as tensors on ``self.device``)."""
+        return self

@@ -1,0 +1,131 @@
+"""Pretraining and the checkpoint cache.
+
+Checkpoints live in ``$GUIDANCE_BENCH_CACHE`` (default ``~/.cache/guidance-bench``), one file per
+(task, task version, schedule, architecture, training config), named by a hash of that key. Writes are
+atomic (temp file + rename); a file that fails to load or whose stored key differs is retrained.
+The denoising loss is DDPM's: t ~ U{0..T-1}, MSE(eps_theta(x_t, t), eps) (ggdm.md §1.4-1.5).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+TRAIN_DEFAULTS = {"n_train": 65536, "steps": 8000, "batch": 256, "lr": 1e-3, "seed": 0}
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("GUIDANCE_BENCH_CACHE", Path.home() / ".cache" / "guidance-bench"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def train_config(task, arch: str | None = None, **over) -> dict:
+    arch = arch or getattr(task, "default_arch", "mlp")
+    net_cfg = dict(getattr(task, "arch_defaults", {}).get(arch, {}))
+    train = {**TRAIN_DEFAULTS, **getattr(task, "train_defaults", {})}
+    for k, v in over.items():
+        (train if k in train else net_cfg)[k] = v
+    return {"task": task.name, "task_version": task.version, "schedule": task.schedule.config(),
+            "arch": arch, "net": net_cfg, "train": train}
+
+
+def checkpoint_path(cfg: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / f"{cfg['task']}-v{cfg['task_version']}-{cfg['arch']}-{digest}.pt"
+
+
+def build_net(task, cfg: dict) -> torch.nn.Module:
+    from .nets import ARCHS
+
+    archs = {**ARCHS, **getattr(task, "archs", {})}
+    return archs[cfg["arch"]](**cfg["net"])
+
+
+def denoising_loss(net, x0, schedule, generator=None) -> torch.Tensor:
+    """DDPM simple loss on a batch of clean samples."""
+    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator).to(x0)
+    ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    return torch.nn.functional.mse_loss(net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t), eps)
+
+
+def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    tc = cfg["train"]
+    gen = torch.Generator().manual_seed(tc["seed"])
+    torch.manual_seed(tc["seed"])
+    data = task.sample_data(tc["n_train"], gen)
+    net = build_net(task, cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=tc["lr"], betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc["steps"], eta_min=tc["lr"] * 0.01)
+    t0, ema = time.perf_counter(), None
+    bar = tqdm(range(tc["steps"]), desc=f"pretrain {task.name}/{cfg['arch']}", disable=None if progress else True,
+               file=sys.stderr)
+    for step in bar:
+        idx = torch.randint(0, data.shape[0], (tc["batch"],), generator=gen)
+        loss = denoising_loss(net, data[idx], task.schedule, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.99 * ema + 0.01 * loss.item()
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{ema:.4f}")
+    info = {"train_seconds": time.perf_counter() - t0, "final_loss_ema": ema,
+            "params": sum(p.numel() for p in net.parameters())}
+    return net.eval(), info
+
+
+def save_atomic(obj, path: Path):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(task, cfg: dict):
+    """The cached network, or None if absent, unreadable or trained for another key."""
+    path = checkpoint_path(cfg)
+    if not path.exists():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck.get("config") != json.loads(json.dumps(cfg)):
+            raise ValueError("stored config differs")
+        net = build_net(task, cfg)
+        net.load_state_dict(ck["state_dict"])
+        return net.eval()
+    except Exception as e:  # corrupt or mismatched: retrain
+        print(f"warning: ignoring checkpoint {path} ({type(e).__name__}: {e}); retraining", file=sys.stderr)
+        return None
+
+
+def load_or_train(task, arch: str | None = None, progress: bool = True, force: bool = False, **over):
+    cfg = train_config(task, arch, **over)
+    net = None if force else load_checkpoint(task, cfg)
+    if net is None:
+        net, info = train(task, cfg, progress)
+        save_atomic({"config": cfg, "info": info, "state_dict": net.state_dict()}, checkpoint_path(cfg))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def checkpoint_info(task, arch: str | None = None, **over) -> dict | None:
+    cfg = train_config(task, arch, **over)
+    path = checkpoint_path(cfg)
+    if not path.exists():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return {"path": str(path), **ck.get("info", {})}

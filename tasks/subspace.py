@@ -1,0 +1,83 @@
+"""Subspace simulation of GGDM (Guo et al. 2024, §5; ggdm.md §1.1, §2, §7.2).
+
+Data x = A^T u, u ~ N(0, I_16), A in R^{16x64} with orthonormal rows (fixed, stored in
+``data/subspace_v1.npz``). P = A^T A projects onto the support. Oracle noise prediction (§7.2):
+
+    eps*(x_t, t) = sqrt(h) P x_t + (I - P) x_t / sqrt(h),    E[x0 | x_t] = alpha P x_t
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import Reward, Task
+
+_DATA = Path(__file__).parent / "data" / "subspace_v1.npz"
+
+
+class SubspaceOracle(torch.nn.Module):
+    """Exact eps* for x0 ~ N(0, P)."""
+
+    def __init__(self, P: torch.Tensor, schedule, shape):
+        super().__init__()
+        self.register_buffer("P", P)
+        self.register_buffer("alpha_bar", schedule.alpha_bar.to(P.dtype))
+        self.schedule, self.shape = schedule, tuple(shape)
+
+    def eps(self, x, t):
+        h = (1 - self.alpha_bar[t]).to(x.dtype).unsqueeze(1)
+        Px = x @ self.P.to(x.dtype)
+        return h.sqrt() * Px + (x - Px) / h.sqrt()
+
+
+class Subspace(Task):
+    name = "subspace"
+    version = 1
+    shape = (64,)
+    summary = "x = A^T u on a 16-dim subspace of R^64, u ~ N(0, I) (GGDM linear-latent simulation)"
+
+    def __init__(self, T: int = 200):
+        super().__init__(T)
+        c = np.load(_DATA)
+        self.A = torch.tensor(c["A"], dtype=torch.float32)          # [16, 64]
+        self.P = self.A.T @ self.A                                    # [64, 64]
+        th1, th2 = (torch.tensor(c[k], dtype=torch.float32) for k in ("theta1", "theta2"))
+        b1, b2 = torch.full((64,), 4.0), torch.tensor(c["b2"], dtype=torch.float32)
+        self.theta = {"theta1": th1, "theta2": th2}
+        self.b = {"b1": b1, "b2": b2}
+
+        def f1(theta):
+            return lambda x: 10 - (x @ theta.to(x) - 3) ** 2
+
+        def f2(b):
+            return lambda x: 5 - 0.5 * (x - b.to(x)).norm(dim=1)
+
+        self.rewards = {
+            "f1-theta2": Reward("f1-theta2", f1(th2), "10 - (theta2.x - 3)^2, theta2 mostly off-support (1:9)", 10.0),
+            "f1-theta1": Reward("f1-theta1", f1(th1), "10 - (theta1.x - 3)^2, theta1 on the subspace", 10.0),
+            "f2-b1": Reward("f2-b1", f2(b1), "5 - |x - b1|/2, b1 = 4*ones", 5.0),
+            "f2-b2": Reward("f2-b2", f2(b2), "5 - |x - b2|/2, b2 = 4 + 3 N(0, I) (fixed)", 5.0),
+        }
+
+    def sample_data(self, n, generator):
+        u = torch.randn(n, 16, generator=generator)
+        return u @ self.A
+
+    def split(self, x):
+        """(x_par, x_perp): projection onto the support and the rest."""
+        par = x @ self.P.to(x)
+        return par, x - par
+
+    def off_support(self, x):
+        """GGDM ratio ||x_perp|| / ||x_par|| (ggdm.md §2.2)."""
+        par, perp = self.split(x)
+        return perp.norm(dim=1) / (par.norm(dim=1) + 1e-8)
+
+    def metrics(self, x):
+        par, perp = self.split(x)
+        return {"off_perp": perp.norm(dim=1), "norm_par": par.norm(dim=1)}
+
+    def oracle(self, device):
+        return SubspaceOracle(self.P, self.schedule, self.shape).to(device)
