@@ -51,6 +51,7 @@ class Objective:
     def __init__(self, reward: Callable, cost: Cost, *, anchor=None, g=None, r_anchor=None, linear=False):
         self.reward, self.cost = reward, cost
         self.anchor, self.g, self.r_anchor, self.linear = anchor, g, r_anchor, linear
+        self._targets: dict[float, torch.Tensor] = {}
 
     @classmethod
     def linearised(cls, reward: Callable, cost: Cost, anchor: torch.Tensor, linear: bool) -> "Objective":
@@ -78,7 +79,9 @@ class Objective:
         if self.g is None:
             raise RuntimeError("this method needs a linearised objective (an anchor batch); "
                                "run it through the round protocol")
-        return bdot(self.g, self.anchor) + delta
+        if delta not in self._targets:
+            self._targets[delta] = bdot(self.g, self.anchor) + delta
+        return self._targets[delta]
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,15 @@ class Method:
 
     def sample(self, den: Counted, obj: Objective, noise: NoiseStream, sampler: Sampler) -> torch.Tensor:
         raise NotImplementedError
+
+    def step_cost(self) -> tuple[int, int]:
+        """(denoiser forwards, VJPs) per sampler step, by the method's formula (methods.md §2)."""
+        return 1, 0
+
+    def expected_cost(self, steps: int) -> tuple[int, int]:
+        """(forwards, VJPs) of one guided round with ``steps`` sampler steps; checked by the contract suite."""
+        nfe, vjp = self.step_cost()
+        return nfe * steps, vjp * steps
 
 
 @dataclass

@@ -28,6 +28,9 @@ class LookAhead(PerStepMethod):
     beta: float | None = param(None, "constant beta_t; None = the theoretical rule", min=0.0)
     beta_coef: float = param(1.0, "multiplies beta_t (guidance strength; 0 = unguided)", min=0.0)
 
+    def step_cost(self):
+        return 1, 1
+
     def guided_eps(self, ctx, obj, x):
         g, y = obj.g, obj.target(self.delta)
         with torch.enable_grad():

@@ -42,10 +42,11 @@ class Schedule:
             beta = np.linspace(lo, hi, T).tolist()
         self.beta = torch.tensor(beta, dtype=torch.float64)
         self.alpha_bar = torch.cumprod(1 - self.beta, 0)
+        self._abar = self.alpha_bar.tolist()
 
     def abar(self, t: int) -> float:
         """alpha_bar at grid time t; t = -1 is clean data (1.0)."""
-        return 1.0 if t < 0 else float(self.alpha_bar[t])
+        return 1.0 if t < 0 else self._abar[t]
 
     def coeffs(self, t: int) -> tuple[float, float]:
         """(alpha, h) = (sqrt(alpha_bar_t), 1 - alpha_bar_t) as Python floats."""

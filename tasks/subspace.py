@@ -23,13 +23,14 @@ class SubspaceOracle(torch.nn.Module):
     def __init__(self, P: torch.Tensor, schedule, shape):
         super().__init__()
         self.register_buffer("P", P)
-        self.register_buffer("alpha_bar", schedule.alpha_bar.to(P.dtype))
+        h = 1 - schedule.alpha_bar
+        self.register_buffer("sqrt_h", h.sqrt().to(P.dtype))
+        self.register_buffer("rsqrt_h", h.rsqrt().to(P.dtype))
         self.schedule, self.shape = schedule, tuple(shape)
 
     def eps(self, x, t):
-        h = (1 - self.alpha_bar[t]).to(x.dtype).unsqueeze(1)
-        Px = x @ self.P.to(x.dtype)
-        return h.sqrt() * Px + (x - Px) / h.sqrt()
+        Px = x @ self.P
+        return self.sqrt_h[t].unsqueeze(1) * Px + (x - Px) * self.rsqrt_h[t].unsqueeze(1)
 
 
 class Subspace(Task):

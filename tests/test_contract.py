@@ -1,0 +1,91 @@
+"""The shared contract suite: every registered method, no special cases (DESIGN.md §4)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from methods import REGISTRY, Cost, Counted, NoiseStream, Objective, Sampler, make_method
+from methods.protocol import Protocol, run_rounds
+from methods.sampling import sample_seeds
+
+METHODS = sorted(REGISTRY)
+SAMPLERS = [Sampler("ddpm"), Sampler("ddim", eta=0.5, steps=7)]
+
+
+def one_round(task, method, batch=6, seed=3, sampler=Sampler()):
+    den = task.oracle("cpu")
+    out = list(run_rounds(method, den, task.rewards[next(iter(task.rewards))], Protocol(rounds=1),
+                          batch=batch, seed=seed, sampler=sampler))
+    return out[-1]["x"], out[-1]["cost"]
+
+
+def zero_strength(cls):
+    m = cls()
+    if cls.strength is None:
+        return m
+    return dataclasses.replace(m, **{cls.strength: 0.0})
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("task_name", ["subspace", "sphere"])
+def test_zero_strength_is_unguided(name, task_name, small_T_tasks):
+    task = small_T_tasks[task_name]
+    for sampler in SAMPLERS:
+        x0, _ = one_round(task, zero_strength(REGISTRY[name]), sampler=sampler)
+        xu, _ = one_round(task, REGISTRY["unguided"](), sampler=sampler)
+        assert torch.equal(x0, xu), f"{name} with zero strength differs from unguided ({sampler})"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_guidance_changes_samples(name, small_T_tasks):
+    cls = REGISTRY[name]
+    if cls.strength is None:
+        pytest.skip("method has no guidance strength")
+    task = small_T_tasks["subspace"]
+    xg, _ = one_round(task, cls())
+    xu, _ = one_round(task, REGISTRY["unguided"]())
+    assert not torch.allclose(xg, xu), f"{name} at default strength does nothing"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_seed_determinism(name, small_T_tasks):
+    task = small_T_tasks["sphere"]
+    a, _ = one_round(task, REGISTRY[name](), seed=11)
+    b, _ = one_round(task, REGISTRY[name](), seed=11)
+    c, _ = one_round(task, REGISTRY[name](), seed=12)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_batch_size_independence(name, small_T_tasks):
+    task = small_T_tasks["subspace"]
+    big, _ = one_round(task, REGISTRY[name](), batch=8)
+    small, _ = one_round(task, REGISTRY[name](), batch=3)
+    torch.testing.assert_close(small, big[:3], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=["ddpm", "ddim7"])
+def test_exact_cost_counts(name, sampler, small_T_tasks):
+    task = small_T_tasks["subspace"]
+    method = REGISTRY[name]()
+    _, cost = one_round(task, method, sampler=sampler)
+    steps = len(sampler.grid(task.schedule))
+    nfe, vjp = method.expected_cost(steps)
+    assert (cost.nfe - steps, cost.vjp) == (nfe, vjp), f"{name}: counted {cost} vs formula {(nfe, vjp)}"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_bad_parameter_rejected(name):
+    from methods import UnknownName
+
+    with pytest.raises(UnknownName, match="unknown parameter"):
+        make_method(name, {"no_such_parameter": "1"})
+    cls = REGISTRY[name]
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("min") is not None and f.type in ("float", float, "float | None", "int"):
+            with pytest.raises(ValueError):
+                make_method(name, {f.name: "nan" if "float" in str(f.type) else "-1"})
