@@ -14,3 +14,8 @@ from .lookahead import LookAhead
 
 for _cls in (Unguided, Naive, LookAhead):
     register(_cls)
+from .dno import DNO  # noqa: E402
+from .doodl import DOODL  # noqa: E402
+
+for _cls in (DNO, DOODL):
+    register(_cls)
