@@ -54,6 +54,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=_finite(float), default=1.0, help="DDIM eta")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (strided grid; default T)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for the small vector tasks)")
 
 
 def spec_from_args(a):
@@ -78,6 +80,10 @@ def cmd_run(a) -> int:
     from .runner import build, iter_records
 
     spec = spec_from_args(a)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     build(spec)  # validate everything before anything is written
     bar = tqdm(total=spec.rounds + 1, desc=f"{spec.method} on {spec.task}/{spec.denoiser}", disable=None,
                file=sys.stderr)

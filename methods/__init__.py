@@ -19,3 +19,12 @@ from .doodl import DOODL  # noqa: E402
 
 for _cls in (DNO, DOODL):
     register(_cls)
+from .dps import DPS  # noqa: E402
+from .mpgd import MPGD  # noqa: E402
+from .universal import Universal  # noqa: E402
+from .freedom import FreeDoM  # noqa: E402
+from .polyak import Polyak  # noqa: E402
+from .forward_only import ForwardOnly  # noqa: E402
+
+for _cls in (DPS, MPGD, Universal, FreeDoM, Polyak, ForwardOnly):
+    register(_cls)

@@ -151,13 +151,19 @@ class PerStepMethod(Method):
 
     def sample(self, den, obj, noise, sampler):
         grid = sampler.grid(den.schedule)
+        policy = self.step_policy(len(grid))
         with torch.no_grad():
             x = noise()
             for i, (t, t_prev) in enumerate(grid):
                 alpha, h = den.schedule.coeffs(t)
                 ctx = StepCtx(i, len(grid), t, t_prev, alpha, h, sampler, den)
-                x = self.step(ctx, obj, x, noise)
+                x = self.step(ctx, obj, x, noise) if policy is None else policy(self, ctx, obj, x, noise)
         return x
+
+    def step_policy(self, n: int):
+        """Hook for step policies (methods/policy.py): None (default) guides every one of the n steps, else a
+        callable ``(method, ctx, obj, x, noise) -> x_{t'}`` that decides per step whether and how guidance runs."""
+        return None
 
     def step(self, ctx: StepCtx, obj: Objective, x: torch.Tensor, noise: NoiseStream) -> torch.Tensor:
         eps = self.guided_eps(ctx, obj, x)

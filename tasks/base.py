@@ -41,6 +41,8 @@ class NetDenoiser(torch.nn.Module):
     def eps(self, x, t):
         return self.net(x, t)
 
+    forward = eps
+
 
 class Task:
     """Base class. Subclasses set name, version, shape, summary and fill ``self.rewards``."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+NET_VERSION = 2  # bump when a network's parameterisation changes (invalidates cached checkpoints)
 TRAIN_DEFAULTS = {"n_train": 65536, "steps": 8000, "batch": 256, "lr": 1e-3, "seed": 0}
 
 
@@ -34,7 +35,7 @@ def train_config(task, arch: str | None = None, **over) -> dict:
     for k, v in over.items():
         (train if k in train else net_cfg)[k] = v
     return {"task": task.name, "task_version": task.version, "schedule": task.schedule.config(),
-            "arch": arch, "net": net_cfg, "train": train}
+            "net_version": NET_VERSION, "arch": arch, "net": net_cfg, "train": train}
 
 
 def checkpoint_path(cfg: dict) -> Path:
@@ -46,7 +47,14 @@ def build_net(task, cfg: dict) -> torch.nn.Module:
     from .nets import ARCHS
 
     archs = {**ARCHS, **getattr(task, "archs", {})}
-    return archs[cfg["arch"]](**cfg["net"])
+    if cfg["arch"] not in archs:
+        from methods.registry import suggest
+
+        raise suggest(f"architecture for task {task.name!r}", cfg["arch"], archs)
+    net = archs[cfg["arch"]](**cfg["net"])
+    if hasattr(net, "set_schedule"):
+        net.set_schedule(task.schedule.alpha_bar)
+    return net
 
 
 def denoising_loss(net, x0, schedule, generator=None) -> torch.Tensor:

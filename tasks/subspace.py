@@ -22,15 +22,15 @@ class SubspaceOracle(torch.nn.Module):
 
     def __init__(self, P: torch.Tensor, schedule, shape):
         super().__init__()
-        self.register_buffer("P", P)
-        h = 1 - schedule.alpha_bar
-        self.register_buffer("sqrt_h", h.sqrt().to(P.dtype))
-        self.register_buffer("rsqrt_h", h.rsqrt().to(P.dtype))
+        self.register_buffer("P", P.double())
+        h = 1 - schedule.alpha_bar  # float64 tables; cast to the input's dtype per call
+        self.register_buffer("sqrt_h", h.sqrt())
+        self.register_buffer("rsqrt_h", h.rsqrt())
         self.schedule, self.shape = schedule, tuple(shape)
 
     def eps(self, x, t):
-        Px = x @ self.P
-        return self.sqrt_h[t].unsqueeze(1) * Px + (x - Px) * self.rsqrt_h[t].unsqueeze(1)
+        Px = x @ self.P.to(x.dtype)
+        return self.sqrt_h[t].to(x.dtype).unsqueeze(1) * Px + (x - Px) * self.rsqrt_h[t].to(x.dtype).unsqueeze(1)
 
 
 class Subspace(Task):
