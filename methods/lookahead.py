@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import PerStepMethod, bdot, bnorm2, param, per_sample
+from .base import bdot, bnorm2, param, per_sample
+from .policy import PolicyMethod
 
 
 @dataclass(frozen=True)
-class LookAhead(PerStepMethod):
+class LookAhead(PolicyMethod):
     name = "look-ahead"
     strength = "beta_coef"
     summary = "GGDM look-ahead guidance G_loss: gradient of (y - g.x0_hat)^2 through the denoiser"

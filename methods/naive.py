@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import PerStepMethod, bdot, bnorm2, param, per_sample
+from .base import bdot, bnorm2, param, per_sample
+from .policy import PolicyMethod
 
 
 @dataclass(frozen=True)
-class Naive(PerStepMethod):
+class Naive(PolicyMethod):
     name = "naive"
     strength = "beta_coef"
     summary = "GGDM naive gradient guidance G: score += beta_t (y - g.x0_hat) g"
