@@ -99,18 +99,13 @@ class NoiseChain:
             Z[r] = v
         return Z
 
-    def forward(self, variables: list[torch.Tensor], repeat: int = 1) -> torch.Tensor:
-        """x0(Z): with a graph (checkpointed per step) if grad is enabled, else plain.
-
-        ``repeat = q``: the variables are [q * B, ...] (q perturbed copies), the fixed parts are tiled.
-        """
+    def forward(self, variables: list[torch.Tensor]) -> torch.Tensor:
+        """x0(Z): with a graph (checkpointed per step) if grad is enabled, else plain."""
         Z = self.full(variables)
-        tile = (lambda a: a.repeat(repeat, *([1] * (a.ndim - 1)))) if repeat > 1 else (lambda a: a)
-        Z = [z if r in self.rows else tile(z) for r, z in enumerate(Z)]
         if self.lo == 0:
             x = Z[0]
         else:
-            x = self._step(self.lo - 1, tile(self.x_lo), Z[self.lo], eps=tile(self.bridge))
+            x = self._step(self.lo - 1, self.x_lo, Z[self.lo], eps=self.bridge)
         use_ckpt = self.checkpoint and torch.is_grad_enabled()
         for i in range(self.lo, self.n):
             if use_ckpt:
@@ -181,7 +176,8 @@ class DNO(Method):
             return torch.optim.Adam(variables, lr=self.lr)
         return torch.optim.SGD(variables, lr=self.lr, momentum=self.momentum)
 
-    def _run(self, den, reward, cost, noise: NoiseStream, sampler, iterations: int):
+    def _run(self, den, reward, cost, noise: NoiseStream, sampler, iterations: int, on_step=None):
+        """Rounds 0..iterations; ``on_step(variables)`` (tests) sees the noise after every update."""
         n = len(sampler.grid(den.schedule))
         Z = [noise() for _ in range(n + 1)]  # the unguided loop's order: x_T, then one draw per step
         chain = NoiseChain(den, sampler, Z, self.last_k, self.only_x_T or self.renorm, self.checkpoint)
@@ -210,6 +206,8 @@ class DNO(Method):
                 with torch.no_grad():
                     v = variables[0]
                     v.mul_(per_sample(norm0 / v.flatten(1).norm(dim=1), v))
+            if on_step is not None:
+                on_step([v.detach() for v in variables])
             with torch.set_grad_enabled(exact):
                 x = chain.forward(variables)
             yield {"round": k, "x": x.detach(), "cost": cost, "info": info}
@@ -249,14 +247,15 @@ class DNO(Method):
 
     def _perturb(self, chain, obj, variables, gens):
         """q perturbed copies Z + mu xi per sample (xi from the sample's own generator), sampled without
-        a graph as one batch of q * B. Returns (xi per variable [q, B, ...], x_j [q, B, ...], r_j [q, B])."""
+        a graph, one batch of B per copy (q forwards per step, counted as such).
+        Returns (xi per variable [q, B, ...], x_j [q, B, ...], r_j [q, B])."""
         q, B = self.zo_samples, variables[0].shape[0]
         xi = []
         for v in variables:
             e = torch.stack([torch.randn((q, *v.shape[1:]), generator=g, dtype=v.dtype) for g in gens], 1)
             xi.append(e.to(v.device))  # [q, B, ...]
         with torch.no_grad():
-            pert = [(v.detach().unsqueeze(0) + self.zo_mu * e).flatten(0, 1) for v, e in zip(variables, xi)]
-            xs = chain.forward(pert, repeat=q)
-            rs = obj.value(xs).reshape(q, B)
-        return xi, xs.reshape(q, B, *xs.shape[1:]), rs
+            xs = torch.stack([chain.forward([v.detach() + self.zo_mu * e[j] for v, e in zip(variables, xi)])
+                              for j in range(q)])
+            rs = obj.value(xs.flatten(0, 1)).reshape(q, B)
+        return xi, xs, rs
