@@ -15,6 +15,13 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): `bench run: error: ... (see bench run --help)`."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parse_params(items: list[str] | None) -> dict:
     out = {}
     for it in items or []:
@@ -146,8 +153,8 @@ def cmd_pretrain(a) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="Benchmark suite for diffusion guidance strategies.")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    p = Parser(prog="bench", description="Benchmark suite for diffusion guidance strategies.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=Parser)
 
     r = sub.add_parser("run", help="run one method on one task; append per-round records to OUT/records.jsonl",
                        description="Run a method (one-shot or GGDM Algorithm 1/2 rounds) and record every round.")
