@@ -170,6 +170,12 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="where to write the report (default: DIR)")
     rp.set_defaults(fn=cmd_report)
 
+    from .compare import add_parser as add_compare
+    from .suite import add_parser as add_suite
+
+    add_suite(sub)
+    add_compare(sub)
+
     pt = sub.add_parser("pretrain", help="train and cache a task's score network (done on first use otherwise)")
     pt.add_argument("--task", required=True)
     pt.add_argument("--arch", default=None, help="network architecture (default: the task's default)")

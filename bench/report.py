@@ -157,3 +157,12 @@ def write_report(src, out=None) -> list[Path]:
 
 def load_json(p) -> dict:
     return json.loads(Path(p).read_text())
+
+
+def print_table(src) -> str:
+    """The comparison table for the terminal: final-round reward / off-support / cost per configuration."""
+    df = frame(read_records(src))
+    table = summary_table(df) if not df.empty else df
+    if table.empty:
+        return "no successful runs"
+    return markdown_summary(table)

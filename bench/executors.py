@@ -1,0 +1,179 @@
+"""Executors: where runs execute, behind one interface (DESIGN.md §6; ecosystem.md "Sweeps beyond one box").
+
+Each run is a pure function of a picklable RunSpec returning its records (``bench.runner.execute``). An
+executor maps that function over specs and yields ``(index, records)`` as runs finish, in any order; only
+the driver writes records. ``serial`` runs in-process; ``process`` uses a spawn-context process pool (fork
+after torch has run can deadlock) with one torch thread per worker; ``dask`` runs on a dask.distributed
+cluster: an embedded LocalCluster of worker processes, or an existing scheduler (``--scheduler tcp://...``).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Iterable, Iterator
+
+EXECUTORS = ("serial", "process", "dask")
+
+
+def _worker_init() -> None:
+    """Per worker process: one torch thread; SIGINT is the driver's to handle (it terminates workers)."""
+    import torch
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _call_in_worker(fn: Callable, item):
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    return fn(item)
+
+
+def default_fn():
+    from .runner import execute
+
+    return execute
+
+
+class Executor:
+    """Base: ``with ex: for i, result in ex.imap_unordered(fn, items): ...``; ``close(cancel=True)`` on interrupt."""
+
+    name = "?"
+    workers = 1
+
+    def imap_unordered(self, fn: Callable, items: list) -> Iterator[tuple[int, object]]:
+        raise NotImplementedError
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        self.close(cancel=exc_type is not None)
+        return False
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''})"
+
+
+class SerialExecutor(Executor):
+    name = "serial"
+
+    def imap_unordered(self, fn, items):
+        for i, it in enumerate(items):
+            yield i, fn(it)
+
+
+class ProcessExecutor(Executor):
+    """A local spawn-context process pool; ``close(cancel=True)`` terminates workers (in-flight runs are lost)."""
+
+    name = "process"
+
+    def __init__(self, workers: int = 2):
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_init)
+
+    def imap_unordered(self, fn, items):
+        futs = {self._pool.submit(_call_in_worker, fn, it): i for i, it in enumerate(items)}
+        pending = set(futs)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield futs[f], f.result()
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is None:
+            return
+        if cancel:
+            procs = list(getattr(self._pool, "_processes", {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:  # workers ignore SIGINT; stop them so nothing outlives the driver
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=5)
+        else:
+            self._pool.shutdown(wait=True)
+        self._pool = None
+
+
+class DaskExecutor(Executor):
+    """dask.distributed: an embedded LocalCluster (processes, one thread each) or ``Client(scheduler)``."""
+
+    name = "dask"
+
+    def __init__(self, workers: int = 2, scheduler: str | None = None):
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise RuntimeError("the dask executor needs dask.distributed: pip install 'guidance-bench[dask]'") from None
+        self.scheduler, self._cluster = scheduler, None
+        if scheduler:
+            self._client = Client(scheduler)
+            self.workers = len(self._client.scheduler_info().get("workers", {})) or 1
+        else:
+            if workers < 1:
+                raise ValueError(f"--workers must be >= 1, got {workers}")
+            self.workers = workers
+            self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=None, silence_logs=40)
+            self._client = Client(self._cluster)
+
+    def imap_unordered(self, fn, items):
+        from dask.distributed import as_completed
+
+        futs = [self._client.submit(_call_in_worker, fn, it, pure=False) for it in items]
+        index = {f.key: i for i, f in enumerate(futs)}
+        for f in as_completed(futs):
+            yield index[f.key], f.result()
+
+    def close(self, cancel: bool = False) -> None:
+        if self._client is None:
+            return
+        if cancel:
+            try:
+                self._client.cancel(list(self._client.futures.values()) if hasattr(self._client, "futures") else [])
+            except Exception:
+                pass
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+    def describe(self) -> str:
+        where = self.scheduler or "embedded LocalCluster"
+        return f"dask on {where} ({self.workers} workers)"
+
+
+def make_executor(kind: str = "serial", workers: int = 1, scheduler: str | None = None) -> Executor:
+    """``serial`` | ``process`` | ``dask``; a ``scheduler`` address implies dask."""
+    if scheduler and kind not in ("dask", "serial"):
+        raise ValueError("--scheduler needs --executor dask")
+    if scheduler:
+        kind = "dask"
+    if kind == "serial":
+        return SerialExecutor()
+    if kind == "process":
+        return ProcessExecutor(workers)
+    if kind == "dask":
+        return DaskExecutor(workers, scheduler)
+    raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def run_all(items: Iterable, fn: Callable | None = None, executor: Executor | None = None):
+    """Convenience: results in input order (tests, small scripts)."""
+    items = list(items)
+    fn = fn or default_fn()
+    out = [None] * len(items)
+    with executor or SerialExecutor() as ex:
+        for i, r in ex.imap_unordered(fn, items):
+            out[i] = r
+    return out
