@@ -175,18 +175,18 @@ def memory(df: pd.DataFrame, out: Path):
     if df.empty:
         return [("Peak memory vs steps", "_no DNO records_")]
     df = df.assign(checkpoint=[bool((h or {}).get("checkpoint", True)) for h in df["hparams"]])
-    peak = df.groupby(KEYS + ["method", "steps_n", "checkpoint"], as_index=False)["peak_mem_mb"].max()
-    tab = peak.pivot_table(index=KEYS + ["method", "steps_n"], columns="checkpoint", values="peak_mem_mb")
+    peak = df.groupby(KEYS + ["method", "n", "steps_n", "checkpoint"], as_index=False)["peak_mem_mb"].max()
+    tab = peak.pivot_table(index=KEYS + ["method", "n", "steps_n"], columns="checkpoint", values="peak_mem_mb")
     rows = []
     for idx, r in tab.iterrows():
         on, off = r.get(True), r.get(False)
         ratio = f"{off / on:.1f}" if on and off and on > 0 else ""
-        rows.append([*idx[:4], int(idx[4]), f"{off:.1f}" if off == off else "", f"{on:.1f}" if on == on else "",
-                     ratio])
-    head = ["task", "reward", "denoiser", "method", "steps", "peak MB (no checkpoint)", "peak MB (checkpoint)",
-            "ratio"]
+        rows.append([*idx[:4], int(idx[4]), int(idx[5]), f"{off:.1f}" if off == off else "",
+                     f"{on:.1f}" if on == on else "", ratio])
+    head = ["task", "reward", "denoiser", "method", "batch", "steps", "peak MB (no checkpoint)",
+            "peak MB (checkpoint)", "ratio"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for key, g in peak.groupby("checkpoint"):
+    for key, g in peak[peak["n"] == peak["n"].max()].groupby("checkpoint"):
         g = g.sort_values("steps_n")
         ax.plot(g["steps_n"], g["peak_mem_mb"], "o-", label="checkpointing" if key else "no checkpointing")
     ax.set_xlabel("sampler steps")
@@ -199,6 +199,6 @@ def memory(df: pd.DataFrame, out: Path):
     fig.savefig(png, dpi=110)
     plt.close(fig)
     note = ("\n\nPeak memory is the run's high-water mark above the resident set at its start (bench/measure.py), "
-            "maximum over rounds; ratio = no checkpoint / checkpoint.\n")
+            "maximum over rounds; ratio = no checkpoint / checkpoint. The plot shows the largest batch.\n")
     return [("Peak memory vs sampler steps, with and without gradient checkpointing",
              tabulate(rows, head, tablefmt="github") + note), ("Peak memory vs steps", png)]
