@@ -177,7 +177,7 @@ def complete_runs(records: list[dict]) -> dict[str, list[dict]]:
             done[rid] = rows
             continue
         R = (rows[0].get("spec") or {}).get("rounds")
-        got = sorted(r["round"] for r in rows if r.get("status") == "ok" and r.get("round") is not None)
+        got = sorted({r["round"] for r in rows if r.get("status") == "ok" and r.get("round") is not None})
         if R is not None and got == list(range(R + 1)):
             done[rid] = rows
     return done

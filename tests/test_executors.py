@@ -1,0 +1,40 @@
+"""Executors give the same records as in-process runs: per-sample seeds make runs pure functions of the spec."""
+import pytest
+
+from bench.executors import ProcessExecutor, SerialExecutor, make_executor, run_all
+from bench.runner import RunSpec
+
+SPECS = [RunSpec(task=t, reward=r, method=m, params=p, rounds=2, batch=3, T=10, seed=s)
+         for t, r in (("subspace", "f1-theta2"), ("sphere", "linear"))
+         for m, p in (("naive", {}), ("look-ahead", {"delta": 0.9})) for s in (0, 1)]
+VALUES = ("run_id", "round", "reward_mean", "reward_se", "reward_topk", "off_support_mean", "off_support_se",
+          "metrics", "nfe", "vjp", "reward_calls", "status", "hparams", "spec")
+
+
+def values(results):
+    return [[{k: r.get(k) for k in VALUES} for r in recs] for recs in results]
+
+
+@pytest.fixture(scope="module")
+def serial():
+    return values(run_all(SPECS, executor=SerialExecutor()))
+
+
+def test_process_pool_matches_serial(serial):
+    got = values(run_all(SPECS, executor=ProcessExecutor(workers=2)))
+    assert got == serial and len(got[0]) == 3 and got[0][-1]["status"] == "ok"
+
+
+def test_dask_local_cluster_matches_serial(serial):
+    pytest.importorskip("dask.distributed")
+    got = values(run_all(SPECS, executor=make_executor("dask", workers=2)))
+    assert got == serial
+
+
+def test_bad_executor_arguments():
+    with pytest.raises(ValueError, match="unknown executor"):
+        make_executor("threads")
+    with pytest.raises(ValueError, match="--workers"):
+        make_executor("process", workers=0)
+    with pytest.raises(ValueError, match="--scheduler needs"):
+        make_executor("process", scheduler="tcp://localhost:1")
