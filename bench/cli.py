@@ -152,6 +152,25 @@ def cmd_pretrain(a) -> int:
     return EXIT_OK
 
 
+def cmd_overhead(a) -> int:
+    import torch
+
+    from .overhead import measure_overhead, overhead_markdown, write_overhead
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.rounds < 1 or a.batch < 1:
+        raise UsageError("--rounds and --batch must be >= 1")
+    rows = []
+    for den in a.denoiser.split(","):
+        rows += measure_overhead(a.task, a.reward, den, a.methods.split(","), batch=a.batch, rounds=a.rounds, T=a.T,
+                                 device=a.device)
+    print(overhead_markdown(rows))
+    if a.out:
+        print(write_overhead(rows, a.out))
+    return EXIT_OK
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = Parser(prog="bench", description="Benchmark suite for diffusion guidance strategies.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=Parser)
@@ -169,6 +188,19 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", help="directory with records.jsonl (or the file itself)")
     rp.add_argument("--out", default=None, help="where to write the report (default: DIR)")
     rp.set_defaults(fn=cmd_report)
+
+    ov = sub.add_parser("overhead", help="time guided vs unguided rounds in one process (ratio + exact counts)")
+    ov.add_argument("--task", default="subspace")
+    ov.add_argument("--reward", default=None)
+    ov.add_argument("--denoiser", default="trained", help="comma-separated denoisers")
+    ov.add_argument("--methods", default="naive,look-ahead", help="comma-separated methods")
+    ov.add_argument("--batch", type=int, default=32)
+    ov.add_argument("--rounds", type=int, default=10, help="timed rounds per method (after one warm-up)")
+    ov.add_argument("--T", type=int, default=200)
+    ov.add_argument("--device", default="cpu")
+    ov.add_argument("--threads", type=int, default=None)
+    ov.add_argument("--out", default=None, help="directory for overhead.md / overhead.json")
+    ov.set_defaults(fn=cmd_overhead)
 
     from .compare import add_parser as add_compare
     from .suite import add_parser as add_suite

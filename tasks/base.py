@@ -15,6 +15,7 @@ __all__ = ["Reward", "Task", "NetDenoiser", "DENOISER_KINDS"]
 DENOISER_KINDS = {
     "oracle": "exact closed-form eps* of the task's data distribution",
     "trained": "the default small network, pretrained here and cached (bench pretrain)",
+    "unet1d": "the GGDM paper's 1-D U-Net (14.9 M parameters; hours to train on CPU, meant for GPUs)",
 }
 
 

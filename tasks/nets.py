@@ -60,4 +60,12 @@ class MLPEps(nn.Module):
         return self
 
 
-ARCHS = {"mlp": MLPEps}
+def _unet1d(**kw):
+    from .unet1d import Unet1D
+
+    return Unet1D(**kw)
+
+
+ARCHS = {"mlp": MLPEps, "unet1d": _unet1d}
+# Per-architecture training defaults: the paper's U-Net uses GGDM's README settings (ggdm.md §1.5).
+ARCH_TRAIN = {"unet1d": {"lr": 1e-4, "batch": 32, "steps": 40960}}

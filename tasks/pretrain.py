@@ -31,7 +31,9 @@ def cache_dir() -> Path:
 def train_config(task, arch: str | None = None, **over) -> dict:
     arch = arch or getattr(task, "default_arch", "mlp")
     net_cfg = dict(getattr(task, "arch_defaults", {}).get(arch, {}))
-    train = {**TRAIN_DEFAULTS, **getattr(task, "train_defaults", {})}
+    from .nets import ARCH_TRAIN
+
+    train = {**TRAIN_DEFAULTS, **ARCH_TRAIN.get(arch, {}), **getattr(task, "train_defaults", {})}
     for k, v in over.items():
         (train if k in train else net_cfg)[k] = v
     return {"task": task.name, "task_version": task.version, "schedule": task.schedule.config(),
