@@ -19,3 +19,9 @@ for den in oracle trained; do for m in naive look-ahead; do for d in 0.02 0.12 0
   run --task sphere --reward linear --denoiser $den --method $m --param delta=$d --rounds 25 --batch 256 --seed 1 --out $P
 done; done; done
 bench report $P
+# Network quality: unguided samples of the trained network next to the exact oracle (B = 512)
+N=reports/networks
+for t in subspace sphere; do for den in oracle trained; do
+  run --task $t --denoiser $den --method unguided --rounds 0 --batch 512 --seed 0 --out $N
+done; done
+bench report $N
