@@ -125,7 +125,7 @@ def base_record(spec: RunSpec, built: Built | None) -> dict:
         "run_id": spec.run_id, "task": spec.task, "task_version": getattr(built.task, "version", None) if built else None,
         "reward_fn": spec.reward, "denoiser": spec.denoiser, "method": spec.method,
         "method_version": built.method.version if built else None,
-        "hparams": built.method.hparams() if built else dict(spec.params), "protocol": spec.protocol_name,
+        "hparams": built.method.hparams() if built else dict(spec.params), "protocol": "iterative" if built and built.method.iterative else spec.protocol_name,
         "seed": spec.seed, "n": spec.batch, "device": built.device if built else spec.device,
         "git": prov["git"], "dirty": prov["dirty"], "torch": prov["torch"], "spec": spec.key(),
     }

@@ -53,7 +53,7 @@ def fine_tune(net: torch.nn.Module, opt, batch: torch.Tensor, schedule, steps: i
             loss.backward()
         opt.step()
     net.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: int, seed: int,
