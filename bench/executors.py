@@ -177,3 +177,46 @@ def run_all(items: Iterable, fn: Callable | None = None, executor: Executor | No
         for i, r in ex.imap_unordered(fn, items):
             out[i] = r
     return out
+
+
+def _pretrain_one(item: tuple[str, str, int]) -> tuple[str, str, int]:
+    """Train or load one network (runs in a spawned process with one torch thread)."""
+    import torch
+
+    from tasks import get_task
+
+    torch.set_num_threads(1)
+    task_name, kind, T = item
+    get_task(task_name, T).denoiser(kind, "cpu", progress=False)
+    return item
+
+
+def pretrain_needed(specs: list, progress: bool = True, parallel: int = 1) -> list[tuple[str, str]]:
+    """Train (or load) every non-oracle denoiser the specs use, before any run starts, so workers only load.
+
+    With ``parallel > 1`` missing networks train side by side in spawned processes (one network each).
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    from tasks import get_task
+    from tasks.pretrain import checkpoint_info
+
+    need = sorted({(s.task, s.denoiser, s.T) for s in specs if s.denoiser != "oracle"})
+    missing = [n for n in need if checkpoint_info(get_task(n[0], n[2]), None if n[1] == "trained" else n[1]) is None]
+    if len(missing) > 1 and parallel > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        names = ", ".join(f"{t}/{k}" for t, k, _ in missing)
+        bar = tqdm(total=len(missing), desc=f"pretraining {names} in parallel", disable=None if progress else True,
+                   file=sys.stderr, unit="net")
+        with ProcessPoolExecutor(min(parallel, len(missing)), mp_context=multiprocessing.get_context("spawn")) as ex:
+            for f in as_completed([ex.submit(_pretrain_one, n) for n in missing]):
+                bar.set_postfix_str(f"{f.result()[0]} done")
+                bar.update(1)
+        bar.close()
+    for task_name, kind, T in need:  # loads what was trained above; trains (with a progress bar) what is left
+        get_task(task_name, T).denoiser(kind, "cpu", progress=progress)
+    return [(t, k) for t, k, _ in need]

@@ -95,6 +95,8 @@ def write_report(src, out=None, figures: list[str] | None = None) -> list[Path]:
     if not df.empty:
         md += _extra_figures(df, out, names)
     paths[0].write_text("\n".join(md) + "\n", encoding="utf-8")
+    if out.resolve().parent.name == "reports":  # keep the index of reference reports current
+        paths.append(write_index(out.resolve().parent))
     return paths + plots
 
 
@@ -109,3 +111,29 @@ def print_table(src) -> str:
 
 def load_json(p) -> dict:
     return json.loads(Path(p).read_text())
+
+
+def write_index(reports_dir) -> Path:
+    """``reports/README.md``: one line per report directory (its summary.md, suite description, runs, date)."""
+    root = Path(reports_dir)
+    rows = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        summary = next((d / n for n in ("summary.md", "README.md", "report.md") if (d / n).exists()), None)
+        if summary is None:
+            continue
+        meta = load_json(d / "suite.json") if (d / "suite.json").exists() else {}
+        desc = meta.get("description") or summary.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        runs, date = "", ""
+        if (d / "records.jsonl").exists():
+            recs = read_records(d)
+            runs = len({r.get("run_id") for r in recs})
+            date = max((r.get("date") or "" for r in recs), default="")[:10]
+        cmd = f"`bench suite {meta['suite']}`" if meta.get("suite") else ""
+        rows.append([f"[{d.name}]({d.name}/{summary.name})", desc, runs, date, cmd])
+    md = ["# Reference reports\n",
+          "Produced by the CLI (`bench suite NAME` writes `reports/NAME/`; `bench report DIR` rewrites a report from "
+          "its records), never hand-edited. This index is rewritten by both commands.\n",
+          tabulate(rows, headers=["report", "what", "runs", "date", "command"], tablefmt="github")]
+    path = root / "README.md"
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return path

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .records import read_records
+from .executors import pretrain_needed  # noqa: F401  (re-exported: part of the suite driver)
 from .runner import RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -208,16 +209,6 @@ def compact(out: Path) -> dict[str, list[dict]]:
     return done
 
 
-def pretrain_needed(specs: list[RunSpec], progress: bool = True) -> list[tuple[str, str]]:
-    """Train (or load) every non-oracle denoiser the specs use, in the driver, before workers start."""
-    from tasks import get_task
-
-    need = sorted({(s.task, s.denoiser, s.T) for s in specs if s.denoiser != "oracle"})
-    for task_name, kind, T in need:
-        get_task(task_name, T).denoiser(kind, "cpu", progress=progress)
-    return [(t, k) for t, k, _ in need]
-
-
 # --- the driver ---------------------------------------------------------------------------------------------
 class Interrupted(Exception):
     """SIGINT/SIGTERM during a sweep: finished runs are kept, in-flight runs are lost."""
@@ -345,8 +336,12 @@ def cmd_suite(a) -> int:
         print(f"{len(specs)} runs ({sum(s.run_id in done for s in specs)} already complete in {out})")
         return 0
     kind = a.executor or ("dask" if a.scheduler else "process" if a.workers > 1 else "serial")
+    import torch
+
+    torch.set_num_threads(1)  # small networks: one thread per process is fastest, and leaves cores to workers
     t0 = time.perf_counter()
-    pretrain_needed(specs)
+    pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if kind != "dask" or not a.scheduler
+                    else 1)
     executor = make_executor(kind, a.workers, a.scheduler)
     out.mkdir(parents=True, exist_ok=True)
     write_suite_meta(suite, out, specs)
@@ -360,6 +355,7 @@ def cmd_suite(a) -> int:
 
         write_report(out)
         print(print_table(out))
+
     print(f"suite {suite.name}: {counts['total']} runs ({counts['skipped']} resumed, {counts['ran']} run, "
           f"{counts['failed']} failed) in {time.perf_counter() - t0:.1f}s -> {out}", file=sys.stderr)
     return 1 if counts["failed"] else 0
