@@ -84,7 +84,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def time_ratio(table: pd.DataFrame) -> list[float]:
     """wall_s / wall_s of the unguided configuration with the same task, reward, denoiser, protocol and setting."""
-    key = ["task", "reward_fn", "denoiser", "protocol"] + SETTING
+    key = ["task", "reward_fn", "denoiser"] + SETTING  # rounds are in SETTING; iterative methods match too
     ref = {tuple(r[k] for k in key): r["wall_s"] for _, r in table.iterrows() if r["method"] == "unguided"}
     out = []
     for _, r in table.iterrows():
