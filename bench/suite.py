@@ -340,9 +340,15 @@ def cmd_suite(a) -> int:
 
     torch.set_num_threads(1)  # small networks: one thread per process is fastest, and leaves cores to workers
     t0 = time.perf_counter()
-    pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if kind != "dask" or not a.scheduler
-                    else 1)
-    executor = make_executor(kind, a.workers, a.scheduler)
+    try:
+        executor = make_executor(kind, a.workers, a.scheduler)
+    except (RuntimeError, OSError) as e:  # dask missing, scheduler unreachable
+        raise SuiteError(str(e)) from None
+    try:
+        pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if not a.scheduler else 1)
+    except BaseException:
+        executor.close(cancel=True)
+        raise
     out.mkdir(parents=True, exist_ok=True)
     write_suite_meta(suite, out, specs)
     try:
@@ -355,7 +361,6 @@ def cmd_suite(a) -> int:
 
         write_report(out)
         print(print_table(out))
-
     print(f"suite {suite.name}: {counts['total']} runs ({counts['skipped']} resumed, {counts['ran']} run, "
           f"{counts['failed']} failed) in {time.perf_counter() - t0:.1f}s -> {out}", file=sys.stderr)
     return 1 if counts["failed"] else 0

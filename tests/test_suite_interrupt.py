@@ -15,7 +15,7 @@ SUITE = """
 description = "interrupt test"
 rounds = 2
 batch = 8
-T = 60
+T = 150
 seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
 [[grid]]
 tasks = ["subspace"]
