@@ -8,8 +8,9 @@ from methods.registry import suggest
 from .base import DENOISER_KINDS, NetDenoiser, Reward, Task  # noqa: F401
 from .sphere import Sphere
 from .subspace import Subspace
+from .digits import Digits, Digits16
 
-TASKS: dict[str, type[Task]] = {"subspace": Subspace, "sphere": Sphere}
+TASKS: dict[str, type[Task]] = {"subspace": Subspace, "sphere": Sphere, "digits": Digits, "digits16": Digits16}
 
 
 @lru_cache(maxsize=16)

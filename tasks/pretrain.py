@@ -129,6 +129,8 @@ def load_or_train(task, arch: str | None = None, progress: bool = True, force: b
         save_atomic({"config": cfg, "info": info, "state_dict": net.state_dict()}, checkpoint_path(cfg))
     for p in net.parameters():
         p.requires_grad_(False)
+    if hasattr(task, "pretrain_extras"):  # networks a task needs besides the denoiser (e.g. reward classifiers)
+        task.pretrain_extras(progress=progress)
     return net
 
 

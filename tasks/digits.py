@@ -1,0 +1,223 @@
+"""Digits: a small real image task, the CPU-sized analogue of GGDM's image experiment (Guo et al. 2024, §6;
+ggdm.md §6), where a pretrained model is tuned toward a reward network.
+
+Data: the 1797 8x8 hand-written digits (UCI, as shipped by scikit-learn; vendored in ``data/digits.csv.gz``,
+see ``data/DIGITS_LICENSE.txt``), pixels 0..16 scaled to [-1, 1], images [1, 8, 8] (``digits16``: bilinearly
+upsampled to [1, 16, 16]). A fixed permutation splits them into ``train`` (900: the score network and the
+reward's feature network), ``eval`` (500: the held-out evaluator only) and ``test`` (397: FID reference and
+off-support reference). Denoiser: a convolutional U-Net (tasks/digits_nets.py); no exact oracle.
+
+Rewards. ``synthetic``: a random linear head (fixed seed) on the frozen features phi of a CNN classifier trained
+on ``train`` -- the construction of GGDM's image reward (RCGDM's ResNet-18 with a random ``Linear(512, 1)``),
+standardised to mean 0 / std 1 on the train images. ``class-K``: log p(K | x) under that classifier.
+
+Held-out evaluator (another architecture and seed, trained on ``eval``): scores every run through the reward's
+``metrics`` -- held-out log p(K | x) and accuracy for ``class-K``; for ``synthetic`` a ridge regression from the
+held-out features to the synthetic reward, fit on real ``eval`` images. The gap guider - held-out exposes reward
+hacking. Off-support error: per-sample k-NN distance (k = 3) in held-out feature space to the test set, divided
+by the test set's own mean k-NN radius (real data ~ 1). Set metrics (FID, KID, precision, recall vs the test
+set, and the train-vs-test FID floor at the same n) are batch-level values repeated per sample.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import fidelity
+from .base import Reward, Task
+from .digits_nets import CLF_TRAIN, UNetEps, load_or_train_classifier
+
+_DATA = Path(__file__).parent / "data" / "digits.csv.gz"
+SPLITS = {"train": (0, 900), "eval": (900, 1400), "test": (1400, 1797)}
+SYNTH_SEED, KNN = 1234, fidelity.NEIGHBOURHOOD
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels [1797, 64] in 0..16, labels [1797]) from the vendored CSV."""
+    with gzip.open(_DATA, "rt") as f:
+        a = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    if a.shape != (1797, 65):
+        raise ValueError(f"{_DATA} has shape {a.shape}, expected (1797, 65)")
+    return a[:, :64], a[:, 64]
+
+
+@dataclass(frozen=True)
+class ScoredReward(Reward):
+    """A reward with extra per-sample metrics (the held-out evaluator's view), read by the runner."""
+
+    extra: Callable[[torch.Tensor], dict] | None = None
+
+    def metrics(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.extra(x) if self.extra else {}
+
+
+class Digits(Task):
+    name = "digits"
+    version = 1
+    size = 8
+    summary = "8x8 hand-written digits in [-1, 1] (UCI via scikit-learn), conv U-Net, rewards on a CNN classifier"
+    denoiser_kinds = {
+        "trained": "convolutional U-Net eps-network (v-parameterised), pretrained here and cached (bench pretrain)",
+        "diffusers": "a diffusers UNet2DModel + scheduler from $GUIDANCE_BENCH_DIFFUSERS (directory or hub id; "
+                     "extra 'diffusers'), for real checkpoints",
+    }
+    default_arch = "unet"
+    archs = {"unet": UNetEps}
+    train_defaults = {"n_train": 900, "steps": 4000, "batch": 128, "lr": 2e-3, "seed": 0}
+    clf_split = {"guide": "train", "heldout": "eval"}
+
+    def __init__(self, T: int = 200):
+        super().__init__(T)
+        self.shape = (1, self.size, self.size)
+        self.arch_defaults = {"unet": {"size": self.size, "mult": (1, 2) if self.size <= 8 else (1, 2, 2)}}
+        self.clf_train = {k: dict(v) for k, v in CLF_TRAIN.items()}  # tests shrink these before first use
+        self.clf_net: dict[str, dict] = {}
+        pix, labels = load_digits()
+        perm = np.random.RandomState(0).permutation(len(labels))
+        x = torch.tensor(pix[perm], dtype=torch.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0
+        if self.size != 8:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        self._x, self._y = x, torch.tensor(labels[perm])
+        self.rewards = {"synthetic": ScoredReward(
+            "synthetic", self._synthetic, "random linear head (seed 1234) on the features of a CNN classifier "
+            "trained on the train split (GGDM image reward), standardised on train images", extra=self._synth_heldout)}
+        for k in range(10):
+            self.rewards[f"class-{k}"] = ScoredReward(
+                f"class-{k}", self._class_logp(k), f"log p({k} | x) under the train-split CNN classifier", 0.0,
+                extra=self._class_heldout(k))
+
+    # --- data -----------------------------------------------------------------------------------
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [n, 1, S, S], labels [n]) of split 'train' | 'eval' | 'test'."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; choose one of {list(SPLITS)}")
+        lo, hi = SPLITS[name]
+        return self._x[lo:hi], self._y[lo:hi]
+
+    def sample_data(self, n, generator):
+        """n train images: concatenated random permutations of the train split (n = 900 gives each image once)."""
+        x = self.split("train")[0]
+        idx = torch.cat([torch.randperm(len(x), generator=generator) for _ in range(-(-n // len(x)))])[:n]
+        return x[idx]
+
+    # --- networks (trained and cached on first use) ------------------------------------------------
+    @cached_property
+    def guide(self):
+        return load_or_train_classifier(self, "guide")
+
+    @cached_property
+    def heldout(self):
+        return load_or_train_classifier(self, "heldout")
+
+    def pretrain_extras(self, progress: bool = True):
+        """Train/load both classifiers and the reference statistics (called by tasks.pretrain.load_or_train)."""
+        return self.guide, self.heldout, self._ref
+
+    def denoiser(self, kind: str, device="cpu", progress: bool = True, **cfg):
+        if kind == "diffusers":
+            from .diffusers_adapter import load_diffusers
+
+            src = os.environ.get("GUIDANCE_BENCH_DIFFUSERS")
+            if not src:
+                raise ValueError("denoiser 'diffusers' needs GUIDANCE_BENCH_DIFFUSERS=<directory or hub id>")
+            den = load_diffusers(src, device=device)
+            if den.shape != self.shape:
+                raise ValueError(f"diffusers model samples {den.shape}, task {self.name!r} needs {self.shape}")
+            return den
+        return super().denoiser(kind, device, progress, **cfg)
+
+    @cached_property
+    def _synth_head(self):
+        """(w, b, mu, sd) of the random head Linear(feat, 1), torch's default init under a fixed seed."""
+        feat = self.guide.head.in_features
+        lin = torch.nn.Linear(feat, 1)
+        gen = torch.Generator().manual_seed(SYNTH_SEED)
+        bound = 1 / feat ** 0.5
+        with torch.no_grad():
+            lin.weight.uniform_(-bound, bound, generator=gen)
+            lin.bias.uniform_(-bound, bound, generator=gen)
+            r = lin(self.guide.features(self.split("train")[0])).squeeze(1)
+        return lin.weight[0].detach(), lin.bias.detach(), r.mean(), r.std()
+
+    def _synthetic(self, x):
+        w, b, mu, sd = self._synth_head
+        return ((self.guide.features(x) @ w.to(x) + b.to(x)) - mu) / sd
+
+    def _class_logp(self, k: int):
+        return lambda x: torch.log_softmax(self.guide(x), 1)[:, k]
+
+    # --- held-out evaluator ---------------------------------------------------------------------
+    @cached_property
+    def _ref(self):
+        """Held-out features of the test set, its mean k-NN radius, and the ridge fit of the synthetic reward."""
+        with torch.no_grad():
+            f_test = self.heldout.features(self.split("test")[0])
+            radius = fidelity.knn_radius(f_test, KNN).mean()
+            x_eval = self.split("eval")[0]
+            a = torch.cat([self.heldout.features(x_eval), torch.ones(len(x_eval), 1)], 1).double()
+            y = self._synthetic(x_eval).double()
+            coef = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=a.dtype), a.T @ y)
+        return {"f_test": f_test, "radius": radius, "ridge": coef.float()}
+
+    def _synth_heldout(self, x):
+        with torch.no_grad():
+            f = self.heldout.features(x)
+            c = self._ref["ridge"].to(x)
+            return {"heldout_reward": f @ c[:-1] + c[-1]}
+
+    def _class_heldout(self, k: int):
+        def fn(x):
+            with torch.no_grad():
+                return {"heldout_reward": torch.log_softmax(self.heldout(x), 1)[:, k],
+                        "heldout_acc": (self.heldout(x).argmax(1) == k).float(),
+                        "guide_acc": (self.guide(x).argmax(1) == k).float()}
+        return fn
+
+    def off_support(self, x):
+        """k-NN distance (held-out features) to the test set / the test set's own mean k-NN radius."""
+        with torch.no_grad():
+            f = self.heldout.features(x.float())
+            d = torch.cdist(f, self._ref["f_test"].to(f)).topk(KNN, dim=1, largest=False).values[:, -1]
+            return d / self._ref["radius"].to(f)
+
+    def set_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """FID, KID, precision, recall of the batch vs the test set (held-out features), and the floor: FID of
+        the same number of train images vs the test set."""
+        f = self.heldout.features(x.float()).cpu()
+        f_test = self._ref["f_test"]
+        out = {"fid": fidelity.fid(f, f_test)}
+        out["kid"], _ = fidelity.kid(f, f_test, subsets=20)
+        out["precision"], out["recall"] = fidelity.precision_recall(f, f_test)
+        out["one_minus_precision"] = 1 - out["precision"]
+        out["fid_floor"] = self.fid_floor(len(x))
+        return out
+
+    def fid_floor(self, n: int) -> float:
+        """FID of n train images (fixed draw) vs the test set: what a perfect sampler of the data would get."""
+        if n < 2:
+            return float("nan")
+        x = self.sample_data(n, torch.Generator().manual_seed(0)) if n > 900 else self.split("train")[0][:n]
+        return fidelity.fid(self.heldout.features(x), self._ref["f_test"])
+
+    def metrics(self, x):
+        B = x.shape[0]
+        with torch.no_grad():
+            p = torch.softmax(self.heldout(x.float()), 1)
+            out = {"heldout_maxprob": p.max(1).values}
+            if B >= 2 * KNN and torch.isfinite(x).all():
+                out.update({k: torch.full((B,), v) for k, v in self.set_metrics(x).items()})
+        return out
+
+
+class Digits16(Digits):
+    name = "digits16"
+    size = 16
+    summary = "the digits task bilinearly upsampled to 16x16 (4x the U-Net cost)"
