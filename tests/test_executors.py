@@ -38,3 +38,12 @@ def test_bad_executor_arguments():
         make_executor("process", workers=0)
     with pytest.raises(ValueError, match="--scheduler needs"):
         make_executor("process", scheduler="tcp://localhost:1")
+
+
+def test_dask_existing_scheduler_address(serial):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        ex = make_executor("serial", scheduler=c.scheduler_address)  # an address implies dask
+        assert "dask on tcp://" in ex.describe()
+        got = values(run_all(SPECS[:2], executor=ex))
+    assert got == serial[:2]
