@@ -126,3 +126,13 @@ def test_cli_dry_run_lists_runs_and_marks_done(tmp_path, capsys):
     assert main(["suite", str(p), "--out", str(out), "--dry-run"]) == 0
     assert "6 runs (2 already complete" in capsys.readouterr().out
     assert main(["suite", str(p), "--only", "nope", "--dry-run"]) == 2
+
+
+@pytest.mark.parametrize("name", ["quick", "paper-simulations", "full"])
+def test_shipped_suites_expand_and_validate(name):
+    from bench.suite import available, validate
+
+    assert name in available()
+    specs = expand(load_suite(name))
+    validate(specs)  # every name, parameter and value builds
+    assert specs and len({s.run_id for s in specs}) == len(specs)
