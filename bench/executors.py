@@ -32,6 +32,23 @@ def _call_in_worker(fn: Callable, item):
     return fn(item)
 
 
+class TaskFailed:
+    """Yielded instead of a result when the worker itself failed (crashed process, lost dask worker)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def __repr__(self):
+        return f"TaskFailed({type(self.exc).__name__}: {self.exc})"
+
+
+def _result(f):
+    try:
+        return f.result()
+    except Exception as e:  # the run function itself turns failures into rows; this is the worker dying
+        return TaskFailed(e)
+
+
 def default_fn():
     from .runner import execute
 
@@ -87,7 +104,7 @@ class ProcessExecutor(Executor):
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
-                yield futs[f], f.result()
+                yield futs[f], _result(f)
 
     def close(self, cancel: bool = False) -> None:
         if self._pool is None:
@@ -130,18 +147,18 @@ class DaskExecutor(Executor):
     def imap_unordered(self, fn, items):
         from dask.distributed import as_completed
 
-        futs = [self._client.submit(_call_in_worker, fn, it, pure=False) for it in items]
+        self._futs = futs = [self._client.submit(_call_in_worker, fn, it, pure=False) for it in items]
         index = {f.key: i for i, f in enumerate(futs)}
         for f in as_completed(futs):
-            yield index[f.key], f.result()
+            yield index[f.key], _result(f)
 
     def close(self, cancel: bool = False) -> None:
         if self._client is None:
             return
         if cancel:
             try:
-                self._client.cancel(list(self._client.futures.values()) if hasattr(self._client, "futures") else [])
-            except Exception:
+                self._client.cancel(getattr(self, "_futs", []))
+            except Exception:  # already closing
                 pass
         self._client.close()
         if self._cluster is not None:
@@ -175,6 +192,8 @@ def run_all(items: Iterable, fn: Callable | None = None, executor: Executor | No
     out = [None] * len(items)
     with executor or SerialExecutor() as ex:
         for i, r in ex.imap_unordered(fn, items):
+            if isinstance(r, TaskFailed):
+                raise r.exc
             out[i] = r
     return out
 

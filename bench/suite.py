@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .records import read_records
-from .executors import pretrain_needed  # noqa: F401  (re-exported: part of the suite driver)
+from .executors import TaskFailed, pretrain_needed  # noqa: F401  (pretrain_needed: part of the driver)
 from .runner import RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -247,6 +247,11 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
     try:
         with RecordWriter(out) as w, executor as ex:
             for i, records in ex.imap_unordered(default_fn(), todo):
+                if isinstance(records, TaskFailed):  # nothing recorded: a re-run retries it
+                    failed.add(todo[i].run_id)
+                    log(f"worker failed on {todo[i].method} on {todo[i].task}/{todo[i].denoiser}: {records}")
+                    bar.update(1)
+                    continue
                 for rec in records:  # the whole run at once: a kill loses at most the runs in flight
                     w.write(rec)
                 counts["ran"] += 1

@@ -47,3 +47,17 @@ def test_dask_existing_scheduler_address(serial):
         assert "dask on tcp://" in ex.describe()
         got = values(run_all(SPECS[:2], executor=ex))
     assert got == serial[:2]
+
+
+def _die(code):
+    import os
+
+    os._exit(code)  # a worker process dying (OOM kill, segfault), not a run raising
+
+
+def test_a_dying_worker_is_reported_not_fatal():
+    from bench.executors import TaskFailed
+
+    with ProcessExecutor(workers=1) as ex:
+        got = list(ex.imap_unordered(_die, [3]))
+    assert len(got) == 1 and isinstance(got[0][1], TaskFailed)
