@@ -133,7 +133,7 @@ def cmd_list(a) -> int:
 def cmd_report(a) -> int:
     from .report import write_report
 
-    paths = write_report(a.dir, out=a.out)
+    paths = write_report(a.dir, out=a.out, figures=a.figure)
     for p in paths:
         print(p)
     return EXIT_OK
@@ -187,6 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write Markdown tables and PNG plots from a records directory")
     rp.add_argument("dir", help="directory with records.jsonl (or the file itself)")
     rp.add_argument("--out", default=None, help="where to write the report (default: DIR)")
+    rp.add_argument("--figure", action="append", default=None, metavar="NAME",
+                    help="extra registered figure (bench/figures*.py), repeatable; remembered in figures.json")
     rp.set_defaults(fn=cmd_report)
 
     ov = sub.add_parser("overhead", help="time guided vs unguided rounds in one process (ratio + exact counts)")

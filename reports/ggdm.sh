@@ -13,12 +13,12 @@ for d in 0.2 0.9; do for m in naive look-ahead; do
 done; done
 run --task subspace --reward f1-theta2 --denoiser trained --method naive --param delta=0.9 --rounds 500 --batch 32 --seed 0 --algorithm 2 --ft-lr 1e-6 --ft-start 40 --out $S
 run --task subspace --reward f1-theta2 --denoiser trained --method look-ahead --param delta=0.2 --rounds 500 --batch 32 --seed 0 --algorithm 2 --ft-lr 1e-6 --ft-start 60 --out $S
-bench report $S
+bench report $S --figure ggdm-curves --figure ggdm-fixed-point
 # Sphere: delta sweep, 25 rounds, B = 256 (paper Fig. 11 right)
 for den in oracle trained; do for m in naive look-ahead; do for d in 0.02 0.12 0.22 0.32 0.42 0.52; do
   run --task sphere --reward linear --denoiser $den --method $m --param delta=$d --rounds 25 --batch 256 --seed 1 --out $P
 done; done; done
-bench report $P
+bench report $P --figure ggdm-pareto --figure ggdm-curves
 # Network quality: unguided samples of the trained network next to the exact oracle (B = 512)
 N=reports/networks
 for t in subspace sphere; do for den in oracle trained; do

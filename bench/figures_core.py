@@ -1,0 +1,133 @@
+"""Report figures of the core GGDM simulations (ggdm.md §7.2; paper Fig. 4 and Fig. 11 right).
+
+ggdm-curves       reward and off-support vs round, one colour per configuration, line style per denoiser
+ggdm-pareto       final (off-support, reward) per delta, one curve per (denoiser, method): the sphere sweep
+ggdm-fixed-point  oracle look-ahead runs against the Algorithm-1 fixed point with lambda = sigma^2 / delta
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from .figures import figure
+
+DEN_STYLE = {"oracle": "-", "trained": "--"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def _delta(h) -> float | None:
+    return h.get("delta") if isinstance(h, dict) else None
+
+
+@figure("ggdm-curves")
+def curves(df: pd.DataFrame, out: Path):
+    plt = _plt()
+    items = []
+    for (task, reward), g in _ok(df).groupby(["task", "reward_fn"], sort=False):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+        keys = list(g.groupby(["method", "params", "protocol"], sort=False).groups)
+        cmap = plt.get_cmap("tab10")
+        colour = {k: cmap(i % 10) for i, k in enumerate(keys)}
+        for (den, method, params, proto), c in g.groupby(["denoiser", "method", "params", "protocol"], sort=False):
+            m = c.groupby("round")[["reward_mean", "off_support_mean"]].mean()
+            label = " ".join(x for x in (den, method, params or "", proto) if x)
+            kw = dict(color=colour[(method, params, proto)], ls=DEN_STYLE.get(den, ":"), lw=1.1, label=label)
+            axes[0].plot(m.index, m["reward_mean"], **kw)
+            axes[1].plot(m.index, m["off_support_mean"], **kw)
+        axes[0].set_ylabel("batch-mean reward ↑")
+        axes[1].set_ylabel("off-support error ↓")
+        axes[1].set_yscale("log")
+        for ax in axes:
+            ax.set_xlabel("round")
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        fig.suptitle(f"{task} / {reward}: solid = oracle, dashed = trained network")
+        fig.tight_layout()
+        p = out / f"{task}_{reward}_ggdm_curves.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        items.append((f"{task} / {reward}: reward and off-support vs round", p))
+    return items
+
+
+@figure("ggdm-pareto")
+def pareto(df: pd.DataFrame, out: Path):
+    plt = _plt()
+    ok = _ok(df)
+    fin = ok.sort_values("round").groupby("run_id").tail(1).copy()
+    fin["delta"] = [_delta(h) for h in fin["hparams"]]
+    fin = fin.dropna(subset=["delta"])
+    items = []
+    colour = {"naive": "tab:red", "look-ahead": "tab:blue"}
+    for (task, reward), g in fin.groupby(["task", "reward_fn"], sort=False):
+        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        rows = []
+        for (den, method), c in g.groupby(["denoiser", "method"], sort=False):
+            c = c.groupby("delta")[["off_support_mean", "reward_mean"]].mean().sort_index()
+            ax.plot(c["off_support_mean"], c["reward_mean"], marker="o", ms=4, ls=DEN_STYLE.get(den, ":"),
+                    color=colour.get(method), label=f"{den} {method}")
+            for d, r in c.iterrows():
+                ax.annotate(f"{d:g}", (r["off_support_mean"], r["reward_mean"]), fontsize=6, alpha=0.7,
+                            xytext=(3, 2), textcoords="offset points")
+                rows.append([den, method, d, f"{r['reward_mean']:.4f}", f"{r['off_support_mean']:.3g}"])
+        ax.set_xscale("log")
+        ax.set_xlabel("off-support error of the final round ↓")
+        ax.set_ylabel("final batch-mean reward ↑")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{task} / {reward}: one point per delta (labels)")
+        fig.tight_layout()
+        p = out / f"{task}_{reward}_ggdm_pareto.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        items.append((f"{task} / {reward}: reward vs off-support across delta", p))
+        items.append((f"{task} / {reward}: final round per delta",
+                      tabulate(rows, headers=["denoiser", "method", "delta", "reward ↑", "off-support ↓"],
+                               tablefmt="github")))
+    return items
+
+
+@figure("ggdm-fixed-point")
+def fixed_point(df: pd.DataFrame, out: Path):
+    """Second-half mean reward of oracle look-ahead subspace/f1 runs vs f* = 10 - (3 - s*)^2."""
+    from tasks import get_task
+
+    rows = []
+    ok = _ok(df)
+    sel = ok[(ok["task"] == "subspace") & (ok["denoiser"] == "oracle") & (ok["method"] == "look-ahead")
+             & ok["reward_fn"].str.startswith("f1")]
+    for run_id, g in sel.groupby("run_id"):
+        R = int(g["round"].max())
+        if R < 20:
+            continue
+        h = g["hparams"].iloc[0]
+        task = get_task("subspace")
+        theta = task.theta["theta2" if g["reward_fn"].iloc[0].endswith("theta2") else "theta1"]
+        a2 = float((task.P @ theta).norm() ** 2)
+        lam = h["sigma"] ** 2 / (h.get("beta_coef", 1.0) * h["delta"])
+        s_star = 6 * a2 / (2 * a2 + lam)
+        f_star = 10 - (3 - s_star) ** 2
+        late = g[g["round"] > R // 2]
+        rows.append([g["reward_fn"].iloc[0], h["delta"], R, f"{lam:.4g}", f"{f_star:.3f}",
+                     f"{late['reward_mean'].mean():.3f} ± {late['reward_mean'].std() / len(late) ** 0.5:.3f}",
+                     f"{g['off_support_mean'].max():.2e}", f"{g['wall_s'].max():.0f}"])
+    if not rows:
+        return []
+    table = tabulate(rows, headers=["reward", "delta", "rounds", "lambda = sigma²/delta", "predicted f*",
+                                    "measured (mean of rounds > R/2 ± SE)", "max off-support (all rounds)",
+                                    "wall s"], tablefmt="github")
+    return [("Algorithm 1 fixed point (oracle look-ahead)", table)]
