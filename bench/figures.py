@@ -23,7 +23,7 @@ def load_all() -> dict[str, Callable]:
     """Import the modules that register figures (kept lazy: matplotlib is only needed for reports)."""
     import importlib
 
-    for mod in ("bench.figures_core", "bench.figures_dno", "bench.figures_toolbox"):
+    for mod in ("bench.figures_core", "bench.figures_dno", "bench.figures_toolbox", "bench.figures_digits"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -6,6 +6,7 @@ import json
 import math
 import traceback
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -51,10 +52,12 @@ class RunSpec:
     eta: float = 1.0
     steps: int | None = None
     device: str = "cpu"
+    save_samples: str | None = None  # directory: final-round samples go to <dir>/<run_id>.pt (not part of run_id)
 
     def key(self) -> dict:
         d = asdict(self)
         d["params"] = dict(sorted(self.params.items()))
+        d.pop("save_samples")
         return d
 
     @property
@@ -112,6 +115,8 @@ def evaluate(task, reward, x: torch.Tensor) -> dict:
         k = min(TOPK, r.numel())
         top = torch.topk(r, k).indices
         metrics = {name: _mean_se(v.cpu())[0] for name, v in task.metrics(x).items()}
+        if hasattr(reward, "metrics"):  # reward-specific metrics (e.g. a held-out evaluator's view)
+            metrics.update({name: _mean_se(v.cpu())[0] for name, v in reward.metrics(x).items()})
         metrics["off_support_topk"] = float(off[top].mean())
         rm, rse = _mean_se(r)
         om, ose = _mean_se(off)
@@ -137,7 +142,7 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
     try:
         built = build(spec)
         den = built.task.denoiser(spec.denoiser, built.device)
-        watch, mem = Stopwatch(built.device), PeakMemory(built.device)
+        watch, mem, last = Stopwatch(built.device), PeakMemory(built.device), None
         gen = run_rounds(built.method, den, built.reward, built.protocol, batch=spec.batch, seed=spec.seed,
                          sampler=built.sampler, device=built.device)
         with mem:
@@ -146,6 +151,7 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
                     out = next(gen, None)
                 if out is None:
                     break
+                last = out
                 x = out["x"]
                 rec = {**base_record(spec, built), "round": out["round"], **evaluate(built.task, built.reward, x),
                        **out["cost"].as_dict(), "wall_s": watch.seconds, "peak_mem_mb": mem.read(),
@@ -159,10 +165,22 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
                 yield rec
                 if progress:
                     progress(out["round"])
+        if spec.save_samples and last is not None:
+            save_samples(spec, last["x"])
     except Exception as e:  # a failing run is a row, never a crash of the sweep
         rec = {**base_record(spec, built), "round": None, "status": "error",
                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8), "date": now()}
         yield rec
+
+
+def save_samples(spec: RunSpec, x: torch.Tensor) -> Path:
+    """Write the final round's samples to <spec.save_samples>/<run_id>.pt (atomic; read by report figures)."""
+    from tasks.pretrain import save_atomic
+
+    path = Path(spec.save_samples) / f"{spec.run_id}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(x.detach().cpu(), path)
+    return path
 
 
 def execute(spec: RunSpec) -> list[dict]:

@@ -180,7 +180,8 @@ def load_or_train_classifier(task, role: str, progress: bool = True) -> nn.Modul
         if progress:
             print(f"training {task.name} classifier {role!r} on the {cfg['split']} split ({len(y)} images)",
                   file=sys.stderr)
-        info = train_classifier(net, x, y, progress=progress, **train_cfg)
+        with torch.enable_grad():  # first use may come from inside a no_grad evaluation
+            info = train_classifier(net, x, y, progress=progress, **train_cfg)
         net.eval()
         with torch.no_grad():
             xt, yt = task.split("test")
