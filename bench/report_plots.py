@@ -43,6 +43,25 @@ def _finish(fig, ax, title: str, path: Path, legend: bool = True) -> Path:
     return path
 
 
+def _robust_ylim(ax, values) -> str:
+    """Limit the y axis to the bulk of the values (a diverging method must not flatten every other curve);
+    returns a title suffix naming how many points are off-scale."""
+    import numpy as np
+
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) < 4:
+        return ""
+    q1, q3 = np.percentile(v, [25, 75])
+    span = max(q3 - q1, 1e-12)
+    lo, hi = max(v.min(), q1 - 20 * span), min(v.max(), q3 + 20 * span)  # only gross outliers
+    off = int(((v < lo) | (v > hi)).sum())
+    if not off:
+        return ""
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.set_ylim(lo - pad, hi + pad)
+    return f" ({off} point{'s' if off > 1 else ''} off-scale)"
+
+
 def _by_task(df: pd.DataFrame):
     ok = df[df["status"] == "ok"]
     return ok.groupby(["task", "reward_fn"], sort=False)
@@ -64,9 +83,12 @@ def plot_curves(df: pd.DataFrame, y: str, out: Path, ylabel: str, logy: bool = F
                     ls=DEN_STYLE.get(row["denoiser"], ":"), marker="o" if len(m) < 12 else None, ms=3, lw=1.2)
         ax.set_xlabel("round (guided sampling passes)")
         ax.set_ylabel(ylabel)
+        note = ""
         if logy:
             ax.set_yscale("symlog", linthresh=1e-4)
-        paths.append(_finish(fig, ax, f"{task} / {reward}", out / f"{task}_{reward}_{y}_vs_round.png"))
+        else:
+            note = _robust_ylim(ax, g.groupby(CONFIG + ["round"])[y].mean().tolist())
+        paths.append(_finish(fig, ax, f"{task} / {reward}{note}", out / f"{task}_{reward}_{y}_vs_round.png"))
     return paths
 
 
@@ -85,7 +107,8 @@ def plot_compute(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("cumulative compute (NFE + 2·VJP)")
         ax.set_ylabel("batch-mean reward")
-        paths.append(_finish(fig, ax, f"{task} / {reward}: reward vs compute",
+        note = _robust_ylim(ax, g.groupby(CONFIG + ["round"])["reward_mean"].mean().tolist())
+        paths.append(_finish(fig, ax, f"{task} / {reward}: reward vs compute{note}",
                              out / f"{task}_{reward}_reward_vs_compute.png"))
     return paths
 
@@ -119,6 +142,7 @@ def plot_pareto(table: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xscale("symlog", linthresh=max(float(g["off_support"].abs().min() or 1e-6), 1e-9))
         ax.set_xlabel("off-support error ↓ (final round)")
         ax.set_ylabel("reward ↑ (final round)")
-        paths.append(_finish(fig, ax, f"{task} / {reward}: reward vs off-support",
+        note = _robust_ylim(ax, g["reward"].tolist())
+        paths.append(_finish(fig, ax, f"{task} / {reward}: reward vs off-support{note}",
                              out / f"{task}_{reward}_pareto.png"))
     return paths
