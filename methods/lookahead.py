@@ -15,19 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import bdot, bnorm2, param, per_sample
-from .policy import PolicyMethod
+from .base import bdot, bnorm2, per_sample
+from .ggdm import GGDMGuidance
 
 
 @dataclass(frozen=True)
-class LookAhead(PolicyMethod):
+class LookAhead(GGDMGuidance):
     name = "look-ahead"
-    strength = "beta_coef"
     summary = "GGDM look-ahead guidance G_loss: gradient of (y - g.x0_hat)^2 through the denoiser"
-    delta: float = param(0.2, "target increment delta: y = g.z_prev + delta (GGDM 'interval')", min=0.0)
-    sigma: float = param(0.1, "noise level of the observation model y = g.x0 + N(0, sigma^2)", min=0.0)
-    beta: float | None = param(None, "constant beta_t; None = the theoretical rule", min=0.0)
-    beta_coef: float = param(1.0, "multiplies beta_t (guidance strength; 0 = unguided)", min=0.0)
 
     def step_cost(self):
         return 1, 1
@@ -40,9 +35,6 @@ class LookAhead(PolicyMethod):
             gx0 = bdot(g, (xg - math.sqrt(ctx.h) * eps) / ctx.alpha)
             (d,) = torch.autograd.grad(gx0.sum(), xg)
         eps, gx0 = eps.detach(), gx0.detach()
-        if self.beta is None:
-            beta = (ctx.alpha**2 / 2) / (ctx.alpha**2 * self.sigma**2 + ctx.h * bnorm2(d))
-        else:
-            beta = self.beta * x.new_ones(x.shape[0])
-        G = per_sample(2 * self.beta_coef * beta * (y - gx0), x) * d
+        beta = self.beta_t((ctx.alpha**2 / 2) / (ctx.alpha**2 * self.sigma**2 + ctx.h * bnorm2(d)))
+        G = per_sample(2 * beta * (y - gx0), x) * d
         return eps - math.sqrt(ctx.h) * G
