@@ -350,10 +350,13 @@ def cmd_suite(a) -> int:
     except (RuntimeError, OSError) as e:  # dask missing, scheduler unreachable
         raise SuiteError(str(e)) from None
     try:
-        pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if not a.scheduler else 1)
+        nets = pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if not a.scheduler else 1)
     except BaseException:
         executor.close(cancel=True)
         raise
+    if nets:
+        print(f"networks ready ({', '.join(f'{t}/{k}' for t, k in nets)}) after {time.perf_counter() - t0:.1f}s",
+              file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     write_suite_meta(suite, out, specs)
     try:
