@@ -128,6 +128,9 @@ def write_index(reports_dir) -> Path:
             recs = read_records(d)
             runs = len({r.get("run_id") for r in recs})
             date = max((r.get("date") or "" for r in recs), default="")[:10]
+            if not meta.get("description"):  # records from `bench run`: say what they hold
+                what = lambda k: ", ".join(sorted({str(r.get(k)) for r in recs}))  # noqa: E731
+                desc = f"{what('method')} on {what('task')} ({what('denoiser')})"
         cmd = f"`bench suite {meta['suite']}`" if meta.get("suite") else ""
         rows.append([f"[{d.name}]({d.name}/{summary.name})", desc, runs, date, cmd])
     md = ["# Reference reports\n",

@@ -66,3 +66,16 @@ def test_unknown_figure_is_reported_not_fatal(tmp_path):
 def test_pareto_front_keeps_only_non_dominated_points():
     pts = [(0.1, 1.0), (0.2, 0.5), (0.05, 0.2), (0.3, 2.0), (0.3, 1.5), (0.01, 0.2)]
     assert pareto_front(pts) == [(0.01, 0.2), (0.1, 1.0), (0.3, 2.0)]
+
+
+def test_index_of_reports_links_every_report(tmp_path):
+    from bench.executors import SerialExecutor
+    from bench.runner import RunSpec
+    from bench.suite import run_suite
+
+    root = tmp_path / "reports"
+    run_suite([RunSpec(method="naive", batch=2, T=10)], root / "one", SerialExecutor(), progress=False,
+              log=lambda m: 0)
+    write_report(root / "one")  # a report under reports/ refreshes the index
+    index = (root / "README.md").read_text()
+    assert "[one](one/summary.md)" in index and "naive on subspace (oracle)" in index
