@@ -31,3 +31,33 @@ def test_each_run_in_a_worker_measures_its_own_increment():
     assert got[0] == pytest.approx(400, rel=0.10)
     assert got[1] == pytest.approx(200, rel=0.10)
     assert got[2] == pytest.approx(100, rel=0.10)
+
+
+def test_runner_records_a_runs_own_peak_increment():
+    """Through the harness: a method that holds 200 MiB per round records ~200 MiB, unguided ~0."""
+    from dataclasses import dataclass
+
+    import torch
+
+    from bench.runner import RunSpec, execute
+    from methods import REGISTRY
+    from methods.unguided import Unguided
+
+    @dataclass(frozen=True)
+    class Hog(Unguided):
+        name = "memory-hog-test"
+
+        def sample(self, den, obj, noise, sampler):
+            buf = torch.ones(200 * MB // 4)  # held (and touched) while the round runs
+            del buf
+            return super().sample(den, obj, noise, sampler)
+
+    REGISTRY[Hog.name] = Hog
+    try:
+        recs = execute(RunSpec(method=Hog.name, batch=2, T=10, rounds=1))
+        base = execute(RunSpec(method="unguided", batch=2, T=10, rounds=1))
+    finally:
+        del REGISTRY[Hog.name]
+    assert [r["status"] for r in recs] == ["ok", "ok"]
+    assert recs[-1]["peak_mem_mb"] == pytest.approx(200, rel=0.10)
+    assert base[-1]["peak_mem_mb"] < 20
