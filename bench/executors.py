@@ -223,7 +223,13 @@ def pretrain_needed(specs: list, progress: bool = True, parallel: int = 1) -> li
     from tasks.pretrain import checkpoint_info
 
     need = sorted({(s.task, s.denoiser, s.T) for s in specs if s.denoiser != "oracle"})
-    missing = [n for n in need if checkpoint_info(get_task(n[0], n[2]), None if n[1] == "trained" else n[1]) is None]
+    def cached(n) -> bool:
+        try:
+            return checkpoint_info(get_task(n[0], n[2]), None if n[1] == "trained" else n[1]) is not None
+        except Exception:  # a task with its own network cache: let its denoiser() decide
+            return False
+
+    missing = [n for n in need if not cached(n)]
     if len(missing) > 1 and parallel > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
