@@ -79,6 +79,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if not table.empty:
         table["time_ratio"] = time_ratio(table)
+        table = table.sort_values(["task", "reward_fn", "denoiser", "reward"], ascending=[True, True, True, False],
+                                  kind="stable").reset_index(drop=True)
     return table
 
 
