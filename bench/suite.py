@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .records import read_records
-from .executors import TaskFailed, pretrain_needed  # noqa: F401  (pretrain_needed: part of the driver)
+from .executors import TaskFailed, default_fn, pretrain_needed  # noqa: F401  (pretrain_needed: re-exported)
 from .runner import RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -184,7 +184,26 @@ def complete_runs(records: list[dict]) -> dict[str, list[dict]]:
     return done
 
 
-def compact(out: Path) -> dict[str, list[dict]]:
+def stale_runs(specs: list[RunSpec], done: dict[str, list[dict]]) -> set[str]:
+    """Complete runs whose method has changed since (resolved hyperparameters or version differ): the run_id
+    hashes the spec as written, so a new default or a new method version must not be skipped as done."""
+    from .runner import build
+
+    stale = set()
+    for s in specs:
+        rows = done.get(s.run_id)
+        if not rows or rows[0].get("status") == "error":
+            continue
+        try:
+            m = build(s).method
+        except (KeyError, ValueError):
+            continue
+        if rows[0].get("hparams") != json.loads(json.dumps(m.hparams())) or rows[0].get("method_version") != m.version:
+            stale.add(s.run_id)
+    return stale
+
+
+def compact(out: Path, drop: set[str] = frozenset()) -> dict[str, list[dict]]:
     """Drop truncated lines, incomplete runs and duplicate rows from ``out/records.jsonl`` (atomic rewrite).
 
     Returns the complete runs. Only the driver calls this, before its executor starts.
@@ -198,7 +217,7 @@ def compact(out: Path) -> dict[str, list[dict]]:
     keep, seen = [], set()
     for r in records:
         key = (r.get("run_id"), r.get("round"), r.get("status"))
-        if r.get("run_id") in done and key not in seen:
+        if r.get("run_id") in done and r.get("run_id") not in drop and key not in seen:
             seen.add(key)
             keep.append(r)
     new = "".join(json.dumps(r) + "\n" for r in keep)
@@ -235,6 +254,11 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = compact(out)
+    stale = stale_runs(specs, done)
+    if stale:
+        log(f"{len(stale)} recorded runs are stale (method defaults or version changed): running them again")
+        done = compact(out, drop=stale)
+        done = {k: v for k, v in done.items() if k not in stale}
     todo = [s for s in specs if s.run_id not in done]
     failed = {s.run_id for s in specs if s.run_id in done
               and any(r.get("status") != "ok" for r in done[s.run_id])}
@@ -275,12 +299,6 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def default_fn():
-    from .executors import default_fn as f
-
-    return f()
 
 
 def write_suite_meta(suite: Suite, out: Path, specs: list[RunSpec]) -> None:
@@ -333,9 +351,11 @@ def cmd_suite(a) -> int:
         from .report import short_params
 
         print(f"suite {suite.name}: {suite.description}")
-        done = compact(out) if (out / "records.jsonl").exists() else {}
+        done = complete_runs(read_records(out)) if (out / "records.jsonl").exists() else {}  # read only
+        stale = stale_runs(specs, done)
+        done = {k: v for k, v in done.items() if k not in stale}
         for s in specs:
-            mark = "done" if s.run_id in done else "todo"
+            mark = "done" if s.run_id in done else "stale" if s.run_id in stale else "todo"
             print(f"{s.run_id}  {mark}  {s.task}/{s.reward}/{s.denoiser}  {s.method} {short_params(s.params)}  "
                   f"rounds={s.rounds} batch={s.batch} T={s.T} steps={s.steps} seed={s.seed} {s.device}")
         print(f"{len(specs)} runs ({sum(s.run_id in done for s in specs)} already complete in {out})")

@@ -136,3 +136,24 @@ def test_shipped_suites_expand_and_validate(name):
     specs = expand(load_suite(name))
     validate(specs)  # every name, parameter and value builds
     assert specs and len({s.run_id for s in specs}) == len(specs)
+
+
+def test_runs_recorded_with_other_defaults_or_version_are_rerun(tmp_path):
+    specs = expand(load_suite(write(tmp_path, TINY)))
+    out = tmp_path / "out"
+    run_suite(specs, out, SerialExecutor(), progress=False, log=lambda m: None)
+    path = out / "records.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    target = next(r["run_id"] for r in rows if r["method"] == "look-ahead")
+    for r in rows:  # as if recorded before a default changed, and another run before a version bump
+        if r["run_id"] == target:
+            r["hparams"] = {**r["hparams"], "sigma": 123.0}
+        elif r["method"] == "unguided":
+            r["method_version"] = -1
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    again = run_suite(specs, out, SerialExecutor(), progress=False, log=lambda m: None)
+    n_unguided = sum(s.method == "unguided" for s in specs)
+    assert again["ran"] == 1 + n_unguided and again["skipped"] == len(specs) - 1 - n_unguided
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 3 * len(specs) and len({(r["run_id"], r["round"]) for r in rows}) == len(rows)
+    assert all(r["hparams"].get("sigma") != 123.0 and r["method_version"] != -1 for r in rows)
