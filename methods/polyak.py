@@ -23,7 +23,7 @@ class Polyak(TimeTravel):
     name = "polyak"
     strength = "rho"
     summary = "Shen et al. Polyak step rho ||eps|| / ||grad||^2 on the x_t-gradient (FreeDoM stepping)"
-    rho: float = param(0.001, "Polyak scale rho (guidance strength; 0 = unguided; unstable above ~1e-3)", min=0.0)
+    rho: float = param(3e-4, "Polyak scale rho (guidance strength; 0 = unguided; unstable from ~1e-3)", min=0.0)
     r: int = param(1, "time-travel repetitions inside the window (1 = off)", min=1)
     augment: int = param(0, "random augmentation copies M (image tasks only; 0 = off)", min=0)
 
