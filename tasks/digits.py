@@ -77,9 +77,10 @@ class Digits(Task):
     def __init__(self, T: int = 200):
         super().__init__(T)
         self.shape = (1, self.size, self.size)
-        self.arch_defaults = {"unet": {"size": self.size, "mult": (1, 2) if self.size <= 8 else (1, 2, 2)}}
+        self.arch_defaults = {"unet": {"size": self.size, "mult": [1, 2] if self.size <= 8 else [1, 2, 2]}}  # lists: JSON-stable
         self.clf_train = {k: dict(v) for k, v in CLF_TRAIN.items()}  # tests shrink these before first use
         self.clf_net: dict[str, dict] = {}
+        self._floor: dict[int, float] = {}
         pix, labels = load_digits()
         perm = np.random.RandomState(0).permutation(len(labels))
         x = torch.tensor(pix[perm], dtype=torch.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0
@@ -157,19 +158,29 @@ class Digits(Task):
     # --- held-out evaluator ---------------------------------------------------------------------
     @cached_property
     def _ref(self):
-        """Held-out features of the test set, its mean k-NN radius, and the ridge fit of the synthetic reward."""
+        """Standardisation of the held-out features (eval split mean/std), test-set features and their mean k-NN
+        radius, and the ridge fit of the synthetic reward on eval images."""
         with torch.no_grad():
-            f_test = self.heldout.features(self.split("test")[0])
-            radius = fidelity.knn_radius(f_test, KNN).mean()
             x_eval = self.split("eval")[0]
-            a = torch.cat([self.heldout.features(x_eval), torch.ones(len(x_eval), 1)], 1).double()
+            f_eval = self.heldout.features(x_eval)
+            ref = {"mu": f_eval.mean(0), "sd": f_eval.std(0) + 1e-6}
+            f_eval = (f_eval - ref["mu"]) / ref["sd"]
+            ref["f_test"] = (self.heldout.features(self.split("test")[0]) - ref["mu"]) / ref["sd"]
+            ref["radius"] = fidelity.knn_radius(ref["f_test"], KNN).mean()
+            a = torch.cat([f_eval, torch.ones(len(x_eval), 1)], 1).double()
             y = self._synthetic(x_eval).double()
-            coef = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=a.dtype), a.T @ y)
-        return {"f_test": f_test, "radius": radius, "ridge": coef.float()}
+            ref["ridge"] = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=a.dtype), a.T @ y).float()
+        return ref
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The held-out evaluator's features, standardised on the eval split: the space of FID/KID/PR and of
+        the off-support error (unit scale, so KID's cubic kernel with gamma = 1/d stays in range)."""
+        ref = self._ref
+        return (self.heldout.features(x.float()) - ref["mu"].to(x.device)) / ref["sd"].to(x.device)
 
     def _synth_heldout(self, x):
         with torch.no_grad():
-            f = self.heldout.features(x)
+            f = self.features(x)
             c = self._ref["ridge"].to(x)
             return {"heldout_reward": f @ c[:-1] + c[-1]}
 
@@ -184,14 +195,15 @@ class Digits(Task):
     def off_support(self, x):
         """k-NN distance (held-out features) to the test set / the test set's own mean k-NN radius."""
         with torch.no_grad():
-            f = self.heldout.features(x.float())
+            f = self.features(x)
             d = torch.cdist(f, self._ref["f_test"].to(f)).topk(KNN, dim=1, largest=False).values[:, -1]
             return d / self._ref["radius"].to(f)
 
     def set_metrics(self, x: torch.Tensor) -> dict[str, float]:
         """FID, KID, precision, recall of the batch vs the test set (held-out features), and the floor: FID of
         the same number of train images vs the test set."""
-        f = self.heldout.features(x.float()).cpu()
+        with torch.no_grad():
+            f = self.features(x).cpu()
         f_test = self._ref["f_test"]
         out = {"fid": fidelity.fid(f, f_test)}
         out["kid"], _ = fidelity.kid(f, f_test, subsets=20)
@@ -205,7 +217,10 @@ class Digits(Task):
         if n < 2:
             return float("nan")
         x = self.sample_data(n, torch.Generator().manual_seed(0)) if n > 900 else self.split("train")[0][:n]
-        return fidelity.fid(self.heldout.features(x), self._ref["f_test"])
+        if n not in self._floor:
+            with torch.no_grad():
+                self._floor[n] = fidelity.fid(self.features(x), self._ref["f_test"])
+        return self._floor[n]
 
     def metrics(self, x):
         B = x.shape[0]

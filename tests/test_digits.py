@@ -23,7 +23,7 @@ def task(tmp_path_factory):
     mp.setenv("GUIDANCE_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
     t = Digits(T=T)
     t.train_defaults = {**t.train_defaults, "steps": 10, "batch": 16}
-    t.arch_defaults = {"unet": {"size": 8, "mult": (1, 2), "ch": 8, "temb": 16}}
+    t.arch_defaults = {"unet": {"size": 8, "mult": [1, 2], "ch": 8, "temb": 16}}
     t.clf_train = {k: {**v, "steps": 150, "batch": 64} for k, v in t.clf_train.items()}
     torch.set_num_threads(1)
     yield t
