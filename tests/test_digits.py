@@ -146,6 +146,12 @@ def test_torch_fidelity_cross_check(task):
         ours = fidelity.fidelity(task.heldout.features(xg), task.heldout.features(xr), kid_subsets=10)
     for k, v in ours.items():
         assert tf[k] == pytest.approx(v, rel=1e-3, abs=1e-5), k
+    # the task's set metrics through either backend
+    inhouse = task.set_metrics(xg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GUIDANCE_BENCH_FIDELITY", "torch-fidelity")
+        via_tf = task.set_metrics(xg)
+    assert via_tf == pytest.approx(inhouse, rel=1e-3, abs=1e-5)
 
 
 def test_diffusers_adapter_offline_round_trip(tmp_path, monkeypatch):
@@ -204,3 +210,23 @@ def test_digits_cost_counts_match_expected(task, den):
                           sampler=Sampler("ddpm", 1.0, steps=5)))
     nfe, vjp = m.expected_cost(5)
     assert (out[-1]["cost"].nfe - 5, out[-1]["cost"].vjp) == (nfe, vjp)
+
+
+def test_digits16_shapes_and_unet(tmp_path, monkeypatch):
+    from tasks.digits import Digits16
+    from tasks.pretrain import build_net, train_config
+
+    t = Digits16(T=T)
+    x = t.split("test")[0]
+    assert t.shape == (1, 16, 16) and x.shape == (397, 1, 16, 16) and -1 <= float(x.min()) < float(x.max()) <= 1
+    net = build_net(t, train_config(t, ch=8, temb=16))
+    assert net(x[:3], torch.tensor([0, 5, T - 1])).shape == (3, 1, 16, 16)
+
+
+def test_bench_list_shows_digits_without_oracle(capsys):
+    from bench.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("  digits v1"):out.index("  digits16")]
+    assert "reward class-3" in block and "denoiser trained" in block and "denoiser oracle" not in block
