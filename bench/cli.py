@@ -41,6 +41,16 @@ def _finite(kind):
     return conv
 
 
+def _positive(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}")
+    return v
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="subspace", help="task name (see `bench list`)")
     p.add_argument("--reward", default=None, help="reward of the task (default: the task's first reward)")
@@ -61,7 +71,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=_finite(float), default=1.0, help="DDIM eta")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (strided grid; default T)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_positive, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the small vector tasks)")
 
 
@@ -200,7 +210,7 @@ def make_parser() -> argparse.ArgumentParser:
     ov.add_argument("--rounds", type=int, default=10, help="timed rounds per method (after one warm-up)")
     ov.add_argument("--T", type=int, default=200)
     ov.add_argument("--device", default="cpu")
-    ov.add_argument("--threads", type=int, default=None)
+    ov.add_argument("--threads", type=_positive, default=None)
     ov.add_argument("--out", default=None, help="directory for overhead.md / overhead.json")
     ov.set_defaults(fn=cmd_overhead)
 
@@ -229,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         return a.fn(a)
     except (UsageError, UnknownName, ValueError) as e:
         print(f"bench {a.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # a missing input or an output path that is a file: bad input, not a crash
+        print(f"bench {a.cmd}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -79,7 +79,7 @@ class RecordWriter:
         self.close()
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
+def read_records(path: str | os.PathLike, allow_empty: bool = False) -> list[dict]:
     """Records from a records.jsonl file or a directory holding one; a truncated last line is skipped."""
     p = Path(path)
     if p.is_dir():
@@ -96,4 +96,6 @@ def read_records(path: str | os.PathLike) -> list[dict]:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: that run is incomplete and will be redone
+    if not out and not allow_empty:
+        raise ValueError(f"no records in {p} (empty, or not a records.jsonl file)")
     return out

@@ -125,7 +125,7 @@ def write_index(reports_dir) -> Path:
         desc = meta.get("description") or summary.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
         runs, date = "", ""
         if (d / "records.jsonl").exists():
-            recs = read_records(d)
+            recs = read_records(d, allow_empty=True)
             runs = len({r.get("run_id") for r in recs})
             date = max((r.get("date") or "" for r in recs), default="")[:10]
             if not meta.get("description"):  # records from `bench run`: say what they hold

@@ -49,8 +49,10 @@ def frame(records: list[dict]) -> pd.DataFrame:
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The last ok round of every run."""
-    ok = df[df["status"] == "ok"]
+    """The last round of every run that completed: runs with an error/diverged row are left out (they are
+    listed under "Failed runs"), so a failure is never shown with its earlier, unguided rounds."""
+    bad = set(df.loc[df["status"] != "ok", "run_id"])
+    ok = df[(df["status"] == "ok") & ~df["run_id"].isin(bad)]
     if ok.empty:
         return ok
     return ok.sort_values("round").groupby("run_id", as_index=False).tail(1)

@@ -60,9 +60,24 @@ class RunSpec:
         d.pop("save_samples")
         return d
 
+    def canonical(self) -> dict:
+        """The key with typed, default-resolved hyperparameters and the method and task versions, so
+        ``--param delta=0.2``, ``delta = 0.2`` in a suite and the default give one run id, and a version bump
+        gives a new one. Unresolvable names keep the raw key (the run will fail with a clear error)."""
+        d = self.key()
+        try:
+            from methods import make_method
+
+            m = make_method(self.method, self.params)
+            d.update(params=m.hparams(), method_version=m.version,
+                     task_version=get_task(self.task, self.T).version)
+        except Exception:
+            pass
+        return d
+
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.key(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def protocol_name(self) -> str:
@@ -138,7 +153,7 @@ def base_record(spec: RunSpec, built: Built | None) -> dict:
 
 def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Run ``spec``; yield one record per round. Failures become a final ``error``/``diverged`` row."""
-    built = None
+    built = last = None
     try:
         built = build(spec)
         den = built.task.denoiser(spec.denoiser, built.device)
@@ -168,7 +183,11 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
         if spec.save_samples and last is not None:
             save_samples(spec, last["x"])
     except Exception as e:  # a failing run is a row, never a crash of the sweep
-        rec = {**base_record(spec, built), "round": None, "status": "error",
+        from .records import RECORD_KEYS
+
+        failed_round = (last["round"] + 1) if last is not None else (0 if built is not None else None)
+        rec = {**dict.fromkeys(RECORD_KEYS), **base_record(spec, built), "round": failed_round, "metrics": {},
+               **(last["cost"].as_dict() if last is not None else {}), "status": "error",
                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8), "date": now()}
         yield rec
 

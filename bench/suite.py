@@ -127,6 +127,10 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
         run_seeds = seeds if seeds is not None else _as_list(g.get("seeds", suite.defaults.get("seeds", [0])))
         methods = _methods(g, REGISTRY)
         params = g.get("params", {})
+        if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+            raise SuiteError("[grid.params] must hold one table per method, e.g. [grid.params.naive] delta = [0.2]")
+        if not _as_list(run_seeds):
+            raise SuiteError("no seeds to run (empty seed list)")
         for m in params:
             if m not in REGISTRY:
                 raise SuiteError(str(suggest("method in [grid.params]", m, REGISTRY)))
@@ -212,7 +216,7 @@ def compact(out: Path, drop: set[str] = frozenset()) -> dict[str, list[dict]]:
     if not path.exists():
         return {}
     raw = path.read_text(encoding="utf-8")
-    records = read_records(path)
+    records = read_records(path, allow_empty=True)
     done = complete_runs(records)
     keep, seen = [], set()
     for r in records:
@@ -351,7 +355,7 @@ def cmd_suite(a) -> int:
         from .report import short_params
 
         print(f"suite {suite.name}: {suite.description}")
-        done = complete_runs(read_records(out)) if (out / "records.jsonl").exists() else {}  # read only
+        done = complete_runs(read_records(out, allow_empty=True)) if (out / "records.jsonl").exists() else {}  # read only
         stale = stale_runs(specs, done)
         done = {k: v for k, v in done.items() if k not in stale}
         for s in specs:

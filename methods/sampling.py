@@ -117,7 +117,7 @@ class Sampler:
     def grid(self, sched: Schedule) -> list[tuple[int, int]]:
         """Pairs (t, t_prev) from t = T-1 down to 0, t_prev = -1 on the last step."""
         n = sched.T if self.steps is None else min(self.steps, sched.T)
-        ts = sorted({int(round(v)) for v in np.linspace(0, sched.T - 1, n)}, reverse=True)
+        ts = sorted({int(round(v)) for v in np.linspace(sched.T - 1, 0, n)}, reverse=True)
         return list(zip(ts, ts[1:] + [-1]))
 
     def step(self, sched: Schedule, x_t, x0_hat, eps, t: int, t_prev: int, z) -> torch.Tensor:

@@ -86,6 +86,10 @@ def test_bad_parameter_rejected(name):
         make_method(name, {"no_such_parameter": "1"})
     cls = REGISTRY[name]
     for f in dataclasses.fields(cls):
-        if f.metadata.get("min") is not None and f.type in ("float", float, "float | None", "int"):
-            with pytest.raises(ValueError):
-                make_method(name, {f.name: "nan" if "float" in str(f.type) else "-1"})
+        if f.metadata.get("min") is not None and ("float" in str(f.type) or "int" in str(f.type)):
+            low = f.metadata["min"] - 1
+            with pytest.raises(ValueError, match="must be >="):
+                make_method(name, {f.name: str(int(low)) if "int" in str(f.type) else str(float(low))})
+            if "float" in str(f.type):
+                with pytest.raises(ValueError, match="finite"):
+                    make_method(name, {f.name: "nan"})

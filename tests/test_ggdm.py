@@ -27,15 +27,17 @@ def test_lookahead_fixed_point_matches_theorem(subspace):
     assert max(offs) < 1e-3
 
 
-def test_naive_guidance_is_exact_one_shot_for_isotropic_direction(subspace):
-    """One guided pass with exact G_loss draws from p(x0 | y): E[g.x] = y g'Sg / (sigma^2 + g'Sg) (S = P)."""
+@pytest.mark.parametrize("name", ["naive", "look-ahead"])
+def test_one_guided_pass_matches_posterior_mean_for_on_support_direction(subspace, name):
+    """With g on the support both terms equal the exact conditional score alpha (y - g.x0_hat) g / (sigma^2 +
+    h |g|^2), so one pass draws from p(x0 | y): E[g.x] = y g'Sg / (sigma^2 + g'Sg) with S = P."""
     g = (subspace.P @ subspace.theta["theta2"]).unsqueeze(0)
     g = g / g.norm() * 2.0  # on-support direction, g'Pg = 4
     B, y, sigma = 512, 3.0, 0.1
     den = Counted(subspace.oracle("cpu"))
     obj = Objective(lambda x: x @ g[0], den.cost, anchor=torch.zeros(B, 64), g=g.expand(B, 64),
                     r_anchor=torch.zeros(B))
-    x = make_method("look-ahead", {"delta": y, "sigma": sigma}).sample(
+    x = make_method(name, {"delta": y, "sigma": sigma}).sample(
         den, obj, NoiseStream(sample_seeds(0, 1, B), (64,)), Sampler())
     gx = x @ g[0]
     expected = y * 4 / (sigma**2 + 4)
