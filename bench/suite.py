@@ -207,6 +207,18 @@ def stale_runs(specs: list[RunSpec], done: dict[str, list[dict]]) -> set[str]:
     return stale
 
 
+def _outdated_id(rec: dict) -> bool:
+    """A record whose stored spec now hashes to another run id (made before a run-id scheme change or a
+    method/task version bump): dropped, so its run is redone instead of standing beside the new one."""
+    spec = rec.get("spec")
+    if not isinstance(spec, dict):
+        return False
+    try:
+        return RunSpec(**spec).run_id != rec.get("run_id")
+    except TypeError:
+        return True
+
+
 def compact(out: Path, drop: set[str] = frozenset()) -> dict[str, list[dict]]:
     """Drop truncated lines, incomplete runs and duplicate rows from ``out/records.jsonl`` (atomic rewrite).
 
@@ -216,7 +228,7 @@ def compact(out: Path, drop: set[str] = frozenset()) -> dict[str, list[dict]]:
     if not path.exists():
         return {}
     raw = path.read_text(encoding="utf-8")
-    records = read_records(path, allow_empty=True)
+    records = [r for r in read_records(path, allow_empty=True) if not _outdated_id(r)]
     done = complete_runs(records)
     keep, seen = [], set()
     for r in records:
