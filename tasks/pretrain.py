@@ -126,7 +126,8 @@ def load_or_train(task, arch: str | None = None, progress: bool = True, force: b
     net = None if force else load_checkpoint(task, cfg)
     if net is None:
         net, info = train(task, cfg, progress)
-        save_atomic({"config": cfg, "info": info, "state_dict": net.state_dict()}, checkpoint_path(cfg))
+        save_atomic({"config": json.loads(json.dumps(cfg)), "info": info, "state_dict": net.state_dict()},
+                    checkpoint_path(cfg))  # JSON-normalised, as load_checkpoint compares (tuples become lists)
     for p in net.parameters():
         p.requires_grad_(False)
     if hasattr(task, "pretrain_extras"):  # networks a task needs besides the denoiser (e.g. reward classifiers)

@@ -56,7 +56,8 @@ def test_no_oracle_clear_error(task):
 @pytest.mark.parametrize("method,params,rounds", [
     ("unguided", {}, 1), ("naive", {}, 1), ("look-ahead", {}, 2), ("dps", {"zeta": "0.1"}, 1),
     ("mpgd", {}, 1), ("universal", {}, 1), ("freedom", {}, 1), ("polyak", {}, 1), ("forward-only", {"K": "1"}, 1),
-    ("dno", {"lr": "0.05"}, 2), ("doodl", {}, 2)])
+    ("dno", {"lr": "0.05"}, 2), ("dno", {"lr": "0.05", "gamma": "1.0"}, 2), ("dno", {"grad": "hybrid"}, 2),
+    ("doodl", {}, 2), ("universal", {"m": "2", "k": "1"}, 1), ("naive", {"policy": "compress"}, 1)])
 def test_every_method_runs_on_images(task, den, method, params, rounds):
     m = make_method(method, params)
     outs = list(run_rounds(m, den, task.reward("class-3"), Protocol(rounds), batch=3, seed=0,
