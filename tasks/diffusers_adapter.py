@@ -69,17 +69,19 @@ def load_diffusers(src: str | Path, device="cpu", subfolder_unet: str | None = "
     try:
         from diffusers import DDPMScheduler, UNet2DModel
     except ImportError as e:  # optional extra
-        raise ImportError("the diffusers adapter needs the optional extra: pip install 'guidance-bench[diffusers]'") from e
+        raise ImportError("the diffusers adapter needs the optional extra: "
+                          "pip install 'guidance-bench[diffusers]'") from e
     src = str(src)
     local = Path(src).is_dir()
 
-    def has(sub):
-        return not local or (Path(src) / sub).is_dir()
+    def load(cls, sub, **kw):
+        if sub and (not local or (Path(src) / sub).is_dir()):
+            try:
+                return cls.from_pretrained(src, subfolder=sub, **kw)
+            except OSError:  # a hub repo with the files at the top level
+                if local:
+                    raise
+        return cls.from_pretrained(src, **kw)
 
-    kw = {"low_cpu_mem_usage": False}
-    unet = (UNet2DModel.from_pretrained(src, subfolder=subfolder_unet, **kw) if subfolder_unet and has(subfolder_unet)
-            else UNet2DModel.from_pretrained(src, **kw))
-    sched = (DDPMScheduler.from_pretrained(src, subfolder=subfolder_scheduler)
-             if subfolder_scheduler and has(subfolder_scheduler) else DDPMScheduler.from_pretrained(src))
-    return DiffusersDenoiser(unet, sched).to(device)
-
+    unet = load(UNet2DModel, subfolder_unet, low_cpu_mem_usage=False)
+    return DiffusersDenoiser(unet, load(DDPMScheduler, subfolder_scheduler)).to(device)

@@ -77,7 +77,8 @@ class Digits(Task):
     def __init__(self, T: int = 200):
         super().__init__(T)
         self.shape = (1, self.size, self.size)
-        self.arch_defaults = {"unet": {"size": self.size, "mult": [1, 2] if self.size <= 8 else [1, 2, 2]}}  # lists: JSON-stable
+        mult = [1, 2] if self.size <= 8 else [1, 2, 2]  # lists, not tuples: the cache compares JSON configs
+        self.arch_defaults = {"unet": {"size": self.size, "mult": mult}}
         self.clf_train = {k: dict(v) for k, v in CLF_TRAIN.items()}  # tests shrink these before first use
         self.clf_net: dict[str, dict] = {}
         self._floor: dict[int, float] = {}

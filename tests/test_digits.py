@@ -173,6 +173,14 @@ def test_diffusers_adapter_offline_round_trip(tmp_path, monkeypatch):
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(den.eps(x, torch.tensor([5, 5])), unet(x, 5).sample, atol=1e-6)
+    for kind in ("sample", "v_prediction"):  # eps from other parameterisations: x0_hat / v recovered exactly
+        den.prediction_type = kind
+        with torch.no_grad():
+            eps, out = den.eps(x, torch.tensor([7, 7])), unet(x, 7).sample
+        ab = float(sched.alphas_cumprod[7])
+        x0 = (x - (1 - ab) ** 0.5 * eps) / ab ** 0.5
+        got = x0 if kind == "sample" else (ab ** 0.5 * eps - (1 - ab) ** 0.5 * x0)
+        assert torch.allclose(got, out, atol=1e-4), kind
     task = Digits(T=T)
     monkeypatch.setenv("GUIDANCE_BENCH_DIFFUSERS", str(tmp_path))
     den2 = task.denoiser("diffusers")
