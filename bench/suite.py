@@ -211,7 +211,7 @@ def _outdated_id(rec: dict) -> bool:
     """A record whose stored spec now hashes to another run id (made before a run-id scheme change or a
     method/task version bump): dropped, so its run is redone instead of standing beside the new one."""
     spec = rec.get("spec")
-    if not isinstance(spec, dict):
+    if not isinstance(spec, dict) or not {"task", "method", "params"} <= set(spec):
         return False
     try:
         return RunSpec(**spec).run_id != rec.get("run_id")
@@ -281,7 +281,9 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
     counts = {"total": len(specs), "skipped": len(specs) - len(todo), "ran": 0}
     if counts["skipped"]:
         log(f"resuming: {counts['skipped']} of {len(specs)} runs already complete in {out}")
+    # both signals explicitly: a process started in the background inherits SIGINT as ignored
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    old_int = signal.signal(signal.SIGINT, _raise_interrupt) if _main_thread() else None
     bar = tqdm(total=len(todo), desc=f"runs ({executor.describe()})", disable=None if progress else True,
                file=sys.stderr, unit="run")
     try:
@@ -307,6 +309,8 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
         bar.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
     counts["failed"] = len(failed)
     return counts
 
