@@ -236,7 +236,7 @@ class Digits(Task):
             p = torch.softmax(self.heldout(x.float()), 1)
             out = {"heldout_maxprob": p.max(1).values}
             if B >= 2 * KNN and torch.isfinite(x).all():
-                out.update({k: torch.full((B,), v) for k, v in self.set_metrics(x).items()})
+                out.update({k: torch.full((B,), v, dtype=torch.float64) for k, v in self.set_metrics(x).items()})
         return out
 
 
