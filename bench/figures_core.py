@@ -25,6 +25,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
@@ -56,10 +63,7 @@ def curves(df: pd.DataFrame, out: Path):
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.suptitle(f"{task} / {reward}: solid = oracle, dashed = trained network")
-        fig.tight_layout()
-        p = out / f"{task}_{reward}_ggdm_curves.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
+        p = _save(fig, out / f"{task}_{reward}_ggdm_curves.png")
         items.append((f"{task} / {reward}: reward and off-support vs round", p))
     return items
 
@@ -90,10 +94,7 @@ def pareto(df: pd.DataFrame, out: Path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(f"{task} / {reward}: one point per delta (labels)")
-        fig.tight_layout()
-        p = out / f"{task}_{reward}_ggdm_pareto.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
+        p = _save(fig, out / f"{task}_{reward}_ggdm_pareto.png")
         items.append((f"{task} / {reward}: reward vs off-support across delta", p))
         items.append((f"{task} / {reward}: final round per delta",
                       tabulate(rows, headers=["denoiser", "method", "delta", "reward ↑", "off-support ↓"],
