@@ -188,38 +188,42 @@ def complete_runs(records: list[dict]) -> dict[str, list[dict]]:
     return done
 
 
-def stale_runs(specs: list[RunSpec], done: dict[str, list[dict]]) -> set[str]:
-    """Complete runs whose method has changed since (resolved hyperparameters or version differ): the run_id
-    hashes the spec as written, so a new default or a new method version must not be skipped as done."""
-    from .runner import build
+def outdated_runs(records: list[dict]) -> set[str]:
+    """Run ids whose records no longer describe what their spec means now, checked once per run: the stored
+    spec hashes to another id (a run-id scheme change, or a method/task version bump), or an ok row's
+    resolved hyperparameters or method version differ from the current method's. Their runs are redone
+    instead of being skipped or standing beside the new ones."""
+    from methods import make_method
 
-    stale = set()
-    for s in specs:
-        rows = done.get(s.run_id)
-        if not rows or rows[0].get("status") == "error":
+    first: dict[str, dict] = {}
+    first_ok: dict[str, dict] = {}
+    for rec in records:
+        first.setdefault(rec.get("run_id"), rec)
+        if rec.get("status") == "ok":
+            first_ok.setdefault(rec.get("run_id"), rec)
+    out = set()
+    for rid, rec in first.items():
+        spec = rec.get("spec")
+        if not isinstance(spec, dict) or not {"task", "method", "params"} <= set(spec):
             continue
         try:
-            m = build(s).method
+            if RunSpec(**spec).run_id != rid:
+                out.add(rid)
+                continue
+            m = make_method(spec["method"], spec["params"])
+        except TypeError:
+            out.add(rid)
+            continue
         except (KeyError, ValueError):
             continue
-        if rows[0].get("hparams") != json.loads(json.dumps(m.hparams())) or rows[0].get("method_version") != m.version:
-            stale.add(s.run_id)
-    return stale
+        ok = first_ok.get(rid)
+        if ok is not None and (ok.get("hparams") != json.loads(json.dumps(m.hparams()))
+                               or ok.get("method_version") != m.version):
+            out.add(rid)
+    return out
 
 
-def _outdated_id(rec: dict) -> bool:
-    """A record whose stored spec now hashes to another run id (made before a run-id scheme change or a
-    method/task version bump): dropped, so its run is redone instead of standing beside the new one."""
-    spec = rec.get("spec")
-    if not isinstance(spec, dict) or not {"task", "method", "params"} <= set(spec):
-        return False
-    try:
-        return RunSpec(**spec).run_id != rec.get("run_id")
-    except TypeError:
-        return True
-
-
-def compact(out: Path, drop: set[str] = frozenset()) -> dict[str, list[dict]]:
+def compact(out: Path) -> dict[str, list[dict]]:
     """Drop truncated lines, incomplete runs and duplicate rows from ``out/records.jsonl`` (atomic rewrite).
 
     Returns the complete runs. Only the driver calls this, before its executor starts.
@@ -228,12 +232,14 @@ def compact(out: Path, drop: set[str] = frozenset()) -> dict[str, list[dict]]:
     if not path.exists():
         return {}
     raw = path.read_text(encoding="utf-8")
-    records = [r for r in read_records(path, allow_empty=True) if not _outdated_id(r)]
+    records = read_records(path, allow_empty=True)
+    outdated = outdated_runs(records)
+    records = [r for r in records if r.get("run_id") not in outdated]
     done = complete_runs(records)
     keep, seen = [], set()
     for r in records:
         key = (r.get("run_id"), r.get("round"), r.get("status"))
-        if r.get("run_id") in done and r.get("run_id") not in drop and key not in seen:
+        if r.get("run_id") in done and key not in seen:
             seen.add(key)
             keep.append(r)
     new = "".join(json.dumps(r) + "\n" for r in keep)
@@ -269,12 +275,7 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
     log = log or (lambda m: print(m, file=sys.stderr))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    done = compact(out)
-    stale = stale_runs(specs, done)
-    if stale:
-        log(f"{len(stale)} recorded runs are stale (method defaults or version changed): running them again")
-        done = compact(out, drop=stale)
-        done = {k: v for k, v in done.items() if k not in stale}
+    done = compact(out)  # also drops runs recorded under an outdated id (changed defaults or versions)
     todo = [s for s in specs if s.run_id not in done]
     failed = {s.run_id for s in specs if s.run_id in done
               and any(r.get("status") != "ok" for r in done[s.run_id])}
@@ -371,9 +372,9 @@ def cmd_suite(a) -> int:
         from .report import short_params
 
         print(f"suite {suite.name}: {suite.description}")
-        done = complete_runs(read_records(out, allow_empty=True)) if (out / "records.jsonl").exists() else {}  # read only
-        stale = stale_runs(specs, done)
-        done = {k: v for k, v in done.items() if k not in stale}
+        records = read_records(out, allow_empty=True) if (out / "records.jsonl").exists() else []  # read only
+        stale = outdated_runs(records)
+        done = {k: v for k, v in complete_runs(records).items() if k not in stale}
         for s in specs:
             mark = "done" if s.run_id in done else "stale" if s.run_id in stale else "todo"
             print(f"{s.run_id}  {mark}  {s.task}/{s.reward}/{s.denoiser}  {s.method} {short_params(s.params)}  "
