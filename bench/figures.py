@@ -19,6 +19,16 @@ def figure(name: str):
     return deco
 
 
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (imported lazily: only reports need it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def load_all() -> dict[str, Callable]:
     """Import the modules that register figures (kept lazy: matplotlib is only needed for reports)."""
     import importlib

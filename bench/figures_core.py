@@ -11,24 +11,15 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from .figures import figure
+from .figures import figure, pyplot
 
 DEN_STYLE = {"oracle": "-", "trained": "--"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -42,7 +33,7 @@ def _delta(h) -> float | None:
 
 @figure("ggdm-curves")
 def curves(df: pd.DataFrame, out: Path):
-    plt = _plt()
+    plt = pyplot()
     items = []
     for (task, reward), g in _ok(df).groupby(["task", "reward_fn"], sort=False):
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -70,7 +61,7 @@ def curves(df: pd.DataFrame, out: Path):
 
 @figure("ggdm-pareto")
 def pareto(df: pd.DataFrame, out: Path):
-    plt = _plt()
+    plt = pyplot()
     ok = _ok(df)
     fin = ok.sort_values("round").groupby("run_id").tail(1).copy()
     fin["delta"] = [_delta(h) for h in fin["hparams"]]

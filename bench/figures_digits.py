@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from .figures import figure
+from .figures import figure, pyplot
 from .report_tables import final_rows
 
 N_GRID = 16  # samples shown per run
@@ -90,10 +90,7 @@ def digits_table(df: pd.DataFrame, out: Path):
 
 @figure("digits-grid")
 def digits_grid(df: pd.DataFrame, out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import torch
 
     fin = _final(df)

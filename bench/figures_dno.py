@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from .figures import figure
+from .figures import figure, pyplot
 
 BUDGETS = (5, 10, 20, 40, 80, 120)  # in unguided sampling passes
 KEYS = ["task", "reward_fn", "denoiser"]
@@ -86,10 +86,7 @@ def _curves(df: pd.DataFrame) -> pd.DataFrame:
 
 @figure("dno-compute")
 def reward_vs_compute(df: pd.DataFrame, out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     df = _ok(df)
     if df.empty:
@@ -131,10 +128,7 @@ def budget_table(cur: pd.DataFrame) -> str:
 
 @figure("dno-offsupport")
 def offsupport(df: pd.DataFrame, out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     df = _ok(df)
     df = df[df["method"].isin(NOISE_METHODS)] if not df.empty else df
@@ -165,10 +159,7 @@ def offsupport(df: pd.DataFrame, out: Path):
 
 @figure("dno-memory")
 def memory(df: pd.DataFrame, out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     df = _ok(df)
     df = df[df["method"].isin(NOISE_METHODS)] if not df.empty else df

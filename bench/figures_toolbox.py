@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from .figures import figure
+from .figures import figure, pyplot
 from .report import final_rows
 
 COMPRESS_METHODS = ("dps", "look-ahead")
@@ -60,10 +60,7 @@ def _unguided(df: pd.DataFrame, runs) -> tuple[float, float]:
 
 @figure("compress")
 def compress_figure(df: pd.DataFrame, out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t = _policy_rows(df)
     if t.empty:

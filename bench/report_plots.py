@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .figures import pyplot
+
 CONFIG = ["denoiser", "method", "params", "protocol"]
 DEN_STYLE = {"oracle": "-", "trained": "--"}
 DEN_MARK = {"oracle": "o", "trained": "s"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def curve_label(row) -> str:
@@ -26,13 +19,13 @@ def curve_label(row) -> str:
 
 
 def _colors(methods) -> dict:
-    plt = _plt()
+    plt = pyplot()
     cmap = plt.get_cmap("tab20")
     return {m: cmap(i % 20) for i, m in enumerate(sorted(set(methods)))}
 
 
 def _finish(fig, ax, title: str, path: Path, legend: bool = True) -> Path:
-    plt = _plt()
+    plt = pyplot()
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if legend:
@@ -69,7 +62,7 @@ def _by_task(df: pd.DataFrame):
 
 def plot_curves(df: pd.DataFrame, y: str, out: Path, ylabel: str, logy: bool = False) -> list[Path]:
     """One PNG per (task, reward): ``y`` vs round, one line per configuration (mean over seeds)."""
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for (task, reward), g in _by_task(df):
         if g["round"].max() < 1:
@@ -94,7 +87,7 @@ def plot_curves(df: pd.DataFrame, y: str, out: Path, ylabel: str, logy: bool = F
 
 def plot_compute(df: pd.DataFrame, out: Path) -> list[Path]:
     """Reward vs cumulative compute (NFE-equivalents, log scale), one line per configuration."""
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for (task, reward), g in _by_task(df):
         colors = _colors(g["method"])
@@ -125,7 +118,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def plot_pareto(table: pd.DataFrame, out: Path) -> list[Path]:
     """Final reward vs off-support per configuration, with the Pareto front of each denoiser."""
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for (task, reward), g in table.groupby(["task", "reward_fn"], sort=False):
         colors = _colors(g["method"])
