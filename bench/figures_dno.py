@@ -77,6 +77,12 @@ def _legend(fig, colours):
     fig.tight_layout(rect=(0, min(0.45, 0.03 + 0.022 * rows * 4 / fig.get_figheight()), 1, 1))
 
 
+def _noise_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok rounds of the noise-optimisation methods (DNO, DOODL)."""
+    df = _ok(df)
+    return df[df["method"].isin(NOISE_METHODS)] if not df.empty else df
+
+
 def _curves(df: pd.DataFrame) -> pd.DataFrame:
     """Mean reward / off-support per (panel, label, round) over seeds."""
     return (df.groupby(KEYS + ["label", "round"], as_index=False)
@@ -130,8 +136,7 @@ def budget_table(cur: pd.DataFrame) -> str:
 def offsupport(df: pd.DataFrame, out: Path):
     plt = pyplot()
 
-    df = _ok(df)
-    df = df[df["method"].isin(NOISE_METHODS)] if not df.empty else df
+    df = _noise_runs(df)
     if df.empty:
         return [("Off-support error of noise optimisation", "_no DNO/DOODL records_")]
     cur = _curves(df)
@@ -161,8 +166,7 @@ def offsupport(df: pd.DataFrame, out: Path):
 def memory(df: pd.DataFrame, out: Path):
     plt = pyplot()
 
-    df = _ok(df)
-    df = df[df["method"].isin(NOISE_METHODS)] if not df.empty else df
+    df = _noise_runs(df)
     if df.empty:
         return [("Peak memory vs steps", "_no DNO records_")]
     df = df.assign(checkpoint=[bool((h or {}).get("checkpoint", True)) for h in df["hparams"]])
