@@ -160,6 +160,7 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
         watch, mem, last = Stopwatch(built.device), PeakMemory(built.device), None
         gen = run_rounds(built.method, den, built.reward, built.protocol, batch=spec.batch, seed=spec.seed,
                          sampler=built.sampler, device=built.device)
+        base = base_record(spec, built)  # identical for every round: resolve the method and hash the spec once
         with mem:
             while True:
                 with watch.measure():
@@ -168,7 +169,7 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
                     break
                 last = out
                 x = out["x"]
-                rec = {**base_record(spec, built), "round": out["round"], **evaluate(built.task, built.reward, x),
+                rec = {**base, "round": out["round"], **evaluate(built.task, built.reward, x),
                        **out["cost"].as_dict(), "wall_s": watch.seconds, "peak_mem_mb": mem.read(),
                        "status": "ok", "error": None, "date": now()}
                 if out["info"]:
