@@ -19,6 +19,7 @@ from .measure import PeakMemory, Stopwatch
 from .records import now, provenance
 
 TOPK = 4  # GGDM --reward_K: top-k reward / off-support over the K highest-reward samples
+PER_SAMPLE_MAX = 1024  # records keep per-sample reward / off-support up to this batch size
 
 
 def resolve_device(device: str) -> str:
@@ -135,8 +136,12 @@ def evaluate(task, reward, x: torch.Tensor) -> dict:
         metrics["off_support_topk"] = float(off[top].mean())
         rm, rse = _mean_se(r)
         om, ose = _mean_se(off)
-    return {"reward_mean": rm, "reward_se": rse, "reward_topk": float(r[top].mean()),
-            "off_support_mean": om, "off_support_se": ose, "metrics": metrics}
+    out = {"reward_mean": rm, "reward_se": rse, "reward_topk": float(r[top].mean()),
+           "off_support_mean": om, "off_support_se": ose, "metrics": metrics}
+    if r.numel() <= PER_SAMPLE_MAX:  # per-sample values, 7 significant digits: paired differences in compare
+        out["reward_per_sample"] = [float(f"{v:.7g}") for v in r.tolist()]
+        out["off_support_per_sample"] = [float(f"{v:.7g}") for v in off.tolist()]
+    return out
 
 
 def base_record(spec: RunSpec, built: Built | None) -> dict:
