@@ -227,7 +227,16 @@ def make_parser() -> argparse.ArgumentParser:
     pt.add_argument("--train-steps", type=int, default=None, help="override the number of training steps")
     pt.add_argument("--force", action="store_true", help="retrain even if a valid checkpoint is cached")
     pt.set_defaults(fn=cmd_pretrain)
+    add_plugin_option(p, "plugin_top")
+    for sp in sub.choices.values():  # every command, also those added by other modules
+        add_plugin_option(sp, "plugin")
     return p
+
+
+def add_plugin_option(p: argparse.ArgumentParser, dest: str) -> None:
+    p.add_argument("--plugin", dest=dest, action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="load a plugin (module name or .py file) that registers methods, rewards or tasks; "
+                        "repeatable (bench/plugins.py; README: Plugins)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     a = parser.parse_args(argv)
     try:
+        from .plugins import env_specs, load_plugins
+
+        load_plugins(env_specs() + getattr(a, "plugin_top", []) + getattr(a, "plugin", []))
         return a.fn(a)
     except (UsageError, UnknownName, ValueError) as e:
         print(f"bench {a.cmd}: error: {e}", file=sys.stderr)

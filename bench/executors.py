@@ -17,16 +17,24 @@ EXECUTORS = ("serial", "process", "dask")
 
 
 def _worker_init() -> None:
-    """Per worker process: one torch thread; SIGINT is the driver's to handle (it terminates workers)."""
+    """Per worker process: one torch thread; SIGINT is the driver's to handle (it terminates workers); the
+    driver's plugins (GUIDANCE_BENCH_PLUGINS, inherited through the environment)."""
     import torch
 
+    from .plugins import load_from_env
+
     torch.set_num_threads(1)
+    load_from_env()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _call_in_worker(fn: Callable, item):
+def _call_in_worker(fn: Callable, item, plugins: list | None = None):
     import torch
 
+    if plugins:  # dask workers (also on other hosts) load the driver's plugins before the first run
+        from .plugins import load_plugins
+
+        load_plugins(plugins)
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
     return fn(item)
@@ -147,7 +155,10 @@ class DaskExecutor(Executor):
     def imap_unordered(self, fn, items):
         from dask.distributed import as_completed
 
-        self._futs = futs = [self._client.submit(_call_in_worker, fn, it, pure=False) for it in items]
+        from .plugins import specs
+
+        plugins = specs()
+        self._futs = futs = [self._client.submit(_call_in_worker, fn, it, plugins, pure=False) for it in items]
         index = {f.key: i for i, f in enumerate(futs)}
         for f in as_completed(futs):
             yield index[f.key], _result(f)
@@ -204,7 +215,10 @@ def _pretrain_one(item: tuple[str, str, int]) -> tuple[str, str, int]:
 
     from tasks import get_task
 
+    from .plugins import load_from_env
+
     torch.set_num_threads(1)
+    load_from_env()  # a plugin task's network
     task_name, kind, T = item
     get_task(task_name, T).denoiser(kind, "cpu", progress=False)
     return item

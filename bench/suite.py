@@ -22,7 +22,7 @@ from .runner import RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SPEC_FIELDS = {f.name for f in fields(RunSpec)} - {"task", "reward", "denoiser", "method", "params", "seed"}
-TOP_KEYS = {"description", "figures", "seeds", "grid"} | SPEC_FIELDS
+TOP_KEYS = {"description", "figures", "seeds", "grid", "plugins"} | SPEC_FIELDS
 GRID_KEYS = {"tasks", "rewards", "denoisers", "methods", "exclude", "params", "seeds"} | SPEC_FIELDS
 
 
@@ -38,6 +38,7 @@ class Suite:
     figures: list = field(default_factory=list)
     defaults: dict = field(default_factory=dict)
     grids: list = field(default_factory=list)
+    plugins: list = field(default_factory=list)  # module names / .py paths (relative to the TOML file)
 
 
 def available() -> list[str]:
@@ -79,7 +80,10 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
                 raise SuiteError(f"{p}: [[grid]] #{i + 1} needs a non-empty '{k}' list")
     figures = list(data.get("figures", []))
     defaults = {k: v for k, v in data.items() if k in SPEC_FIELDS or k == "seeds"}
-    return Suite(p.stem, p, data.get("description", ""), figures, defaults, grids)
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(x, str) and x for x in plugins):
+        raise SuiteError(f"{p}: 'plugins' must be a list of module names or .py paths")
+    return Suite(p.stem, p, data.get("description", ""), figures, defaults, grids, plugins)
 
 
 def _as_list(v) -> list:
@@ -115,6 +119,9 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
     from methods import REGISTRY, suggest
     from tasks import TASKS, get_task
 
+    from .plugins import load_plugins
+
+    load_plugins(suite.plugins, base=suite.path.resolve().parent)  # before names are checked
     if only:
         for m in only:
             if m not in REGISTRY:

@@ -26,8 +26,15 @@ def suggest(kind: str, name: str, valid) -> UnknownName:
 
 
 def register(cls: type[Method]) -> type[Method]:
-    if cls.name in REGISTRY:
-        raise ValueError(f"method name {cls.name!r} registered twice")
+    """Add a Method subclass under ``cls.name``; registering the same class again is a no-op, another class
+    under a taken name is an error (plugins cannot shadow built-in methods)."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)) or cls.name == "?":
+        raise ValueError(f"register() needs a Method subclass with a name, got {cls!r}")
+    old = REGISTRY.get(cls.name)
+    if old is cls:
+        return cls
+    if old is not None:
+        raise ValueError(f"method name {cls.name!r} is already taken by {old.__module__}.{old.__qualname__}")
     REGISTRY[cls.name] = cls
     return cls
 

@@ -1,7 +1,12 @@
-"""Benchmark tasks: data + denoisers (oracle, trained) + rewards + off-support error."""
+"""Benchmark tasks: data + denoisers (oracle, trained) + rewards + off-support error.
+
+Plugins add tasks with ``register_task`` and rewards on any task with ``register_reward`` (bench/plugins.py).
+"""
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
+from typing import Callable
 
 from methods.registry import suggest
 
@@ -11,10 +16,57 @@ from .subspace import Subspace
 from .digits import Digits, Digits16
 
 TASKS: dict[str, type[Task]] = {"subspace": Subspace, "sphere": Sphere, "digits": Digits, "digits16": Digits16}
+EXTRA_REWARDS: dict[str, dict[str, Reward | Callable[[Task], Reward]]] = {}  # task -> reward name -> entry
+_LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (name, T) -> every instance handed out
+
+
+def _build_reward(entry, task: Task) -> Reward:
+    r = entry if isinstance(entry, Reward) else entry(task)
+    if not isinstance(r, Reward):
+        raise ValueError(f"a reward factory must return tasks.Reward, got {type(r).__name__}")
+    return r
 
 
 @lru_cache(maxsize=16)
 def get_task(name: str, T: int = 200) -> Task:
     if name not in TASKS:
         raise suggest("task", name, TASKS)
-    return TASKS[name](T=T)
+    task = TASKS[name](T=T)
+    for rname, entry in EXTRA_REWARDS.get(name, {}).items():
+        task.rewards[rname] = _build_reward(entry, task)
+    _LIVE[(name, T)] = task
+    return task
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Add a Task subclass under ``cls.name``; the same class again is a no-op, a taken name an error."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)) or cls.name == "?":
+        raise ValueError(f"register_task() needs a Task subclass with a name, got {cls!r}")
+    old = TASKS.get(cls.name)
+    if old is cls:
+        return cls
+    if old is not None:
+        raise ValueError(f"task name {cls.name!r} is already taken by {old.__module__}.{old.__qualname__}")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def register_reward(task_name: str, reward: Reward | Callable[[Task], Reward]) -> Reward | Callable:
+    """Add a reward to a registered task: a ``Reward``, or a factory ``task -> Reward`` (for rewards built
+    from the task's constants). Applies to task instances already handed out by ``get_task`` and to every
+    later one. The same object again is a no-op; a name the task already has is an error."""
+    if task_name not in TASKS:
+        raise suggest("task", task_name, TASKS)
+    extra = EXTRA_REWARDS.setdefault(task_name, {})
+    if any(e is reward for e in extra.values()):
+        return reward
+    probe = get_task(task_name)
+    r = _build_reward(reward, probe)
+    if r.name in probe.rewards:
+        kind = "a plugin" if r.name in extra else "a built-in"
+        raise ValueError(f"reward name {r.name!r} of task {task_name!r} is already taken by {kind} reward")
+    extra[r.name] = reward
+    for (name, _), task in list(_LIVE.items()):
+        if name == task_name:
+            task.rewards[r.name] = r if task is probe else _build_reward(reward, task)
+    return reward
