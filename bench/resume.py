@@ -1,13 +1,21 @@
-"""Resuming a sweep: which runs in an output directory are complete and still current, and compaction of
-``records.jsonl`` (truncated lines, partial or outdated runs, duplicate rows). Only the suite driver writes."""
+"""Resuming a sweep: which runs in an output directory are complete and current, and compaction of
+``records.jsonl``. Nothing is ever deleted: rows that compaction takes out of ``records.jsonl`` (unreadable lines,
+partial runs, duplicates, runs recorded by other code or superseded by a new run id, failed runs under
+``--retry-failed``) are appended to ``records.archive.jsonl`` with the reason (``bench archive`` restores or
+purges them). Only runs of the current invocation are touched: ``--only unguided`` leaves every other run as it
+is. Only the suite driver writes, under the output directory's lock."""
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import read_records
+from .records import code_fingerprint, now
 from .runner import RunSpec
+
+ARCHIVE = "records.archive.jsonl"
 
 
 def complete_runs(records: list[dict]) -> dict[str, list[dict]]:
@@ -27,63 +35,165 @@ def complete_runs(records: list[dict]) -> dict[str, list[dict]]:
     return done
 
 
-def outdated_runs(records: list[dict]) -> set[str]:
-    """Run ids whose records no longer describe what their spec means now, checked once per run: the stored
-    spec hashes to another id (a run-id scheme change, or a method/task version bump), or an ok row's
-    resolved hyperparameters or method version differ from the current method's. Their runs are redone
-    instead of being skipped or standing beside the new ones."""
+def _respec_id(spec) -> str | None:
+    """The id the stored spec hashes to today (None when it is not a full spec or no longer builds)."""
+    if not isinstance(spec, dict) or not {"task", "method", "params"} <= set(spec):
+        return None
+    try:
+        return RunSpec(**spec).run_id
+    except (TypeError, ValueError, KeyError):
+        return "?"
+
+
+def outdated_reasons(records: list[dict]) -> dict[str, str]:
+    """run_id -> why its records no longer describe what its spec means now, checked once per run: recorded by
+    other code (the ``code`` fingerprint differs, or is missing: recorded before fingerprints), the stored spec
+    hashes to another id (a version bump or a changed default), or the resolved hyperparameters or method
+    version differ from the current method's."""
     from methods import make_method
 
-    first: dict[str, dict] = {}
-    first_ok: dict[str, dict] = {}
+    code = code_fingerprint()
+    rows: dict[str, list[dict]] = {}
     for rec in records:
-        first.setdefault(rec.get("run_id"), rec)
-        if rec.get("status") == "ok":
-            first_ok.setdefault(rec.get("run_id"), rec)
-    out = set()
-    for rid, rec in first.items():
-        spec = rec.get("spec")
-        if not isinstance(spec, dict) or not {"task", "method", "params"} <= set(spec):
+        rows.setdefault(rec.get("run_id"), []).append(rec)
+    out = {}
+    for rid, rs in rows.items():
+        codes = {r.get("code") for r in rs}
+        spec = rs[0].get("spec")
+        new_id = _respec_id(spec)
+        if new_id is not None and new_id != rid:
+            out[rid] = "superseded: its spec now hashes to run " + new_id + " (a version or default changed)"
             continue
-        try:
-            if RunSpec(**spec).run_id != rid:
-                out.add(rid)
+        if codes != {code}:
+            old = ", ".join(sorted(str(c) for c in codes if c)) or "none"
+            out[rid] = f"code changed (recorded by code {old}, now {code})"
+            continue
+        ok = next((r for r in rs if r.get("status") == "ok"), None)
+        if ok is not None and new_id is not None:
+            try:
+                m = make_method(spec["method"], spec["params"])
+            except (KeyError, ValueError, TypeError):
                 continue
-            m = make_method(spec["method"], spec["params"])
-        except TypeError:
-            out.add(rid)
-            continue
-        except (KeyError, ValueError):
-            continue
-        ok = first_ok.get(rid)
-        if ok is not None and (ok.get("hparams") != json.loads(json.dumps(m.hparams()))
-                               or ok.get("method_version") != m.version):
-            out.add(rid)
+            if ok.get("hparams") != json.loads(json.dumps(m.hparams())) or ok.get("method_version") != m.version:
+                out[rid] = "hyperparameters or method version changed"
     return out
 
 
-def compact(out: Path) -> dict[str, list[dict]]:
-    """Drop truncated lines, incomplete runs and duplicate rows from ``out/records.jsonl`` (atomic rewrite).
+def outdated_runs(records: list[dict]) -> set[str]:
+    return set(outdated_reasons(records))
 
-    Returns the complete runs. Only the driver calls this, before its executor starts.
+
+@dataclass
+class Plan:
+    """What compaction does to an output directory: the runs to reuse, the rows to keep and to archive."""
+
+    done: dict = field(default_factory=dict)           # run_id -> rows, complete and current: skipped
+    keep: list = field(default_factory=list)           # rows staying in records.jsonl
+    archive: list = field(default_factory=list)        # (row, reason); an unreadable line is {"raw": text}
+    reasons: dict = field(default_factory=dict)        # run_id of the invocation -> why it is (re)run
+
+    def summary(self) -> Counter:
+        """Runs of the invocation that will be recomputed, by reason (first words of the reason)."""
+        return Counter(_short(r) for r in self.reasons.values())
+
+
+def _short(reason: str) -> str:
+    return reason.split(" (")[0].split(":")[0]
+
+
+def read_lines(path: Path) -> list[tuple[int, dict | None, str]]:
+    """(line number, parsed object or None when unreadable, raw text) for every non-empty line."""
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            text = line.rstrip("\n")
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError:
+                obj = None
+            out.append((i, obj if isinstance(obj, dict) else None, text))
+    return out
+
+
+def plan(lines: list[tuple[int, dict | None, str]], ids: set[str] | None = None, *,
+         retry_failed: bool = False) -> Plan:
+    """Decide, for the runs ``ids`` of this invocation (None: every run in the file), which are complete and
+    current. Rows of other runs are kept as they are, except unreadable lines and exact duplicates."""
+    p = Plan()
+    records = [obj for _, obj, _ in lines if obj is not None]
+    in_scope = (lambda rid: True) if ids is None else (lambda rid: rid in ids)
+    scoped = [r for r in records if in_scope(r.get("run_id"))]
+    outdated = outdated_reasons(scoped)
+    superseded = {}  # rows of other runs whose spec now hashes to a run of this invocation
+    if ids is not None:
+        for rid, why in outdated_reasons([r for r in records if r.get("run_id") not in ids]).items():
+            if why.startswith("superseded") and why.split("run ")[1].split(" ")[0] in ids:
+                superseded[rid] = why
+    complete = complete_runs([r for r in scoped if r.get("run_id") not in outdated])
+    for rid, rows in complete.items():
+        if retry_failed and any(r.get("status") != "ok" for r in rows):
+            p.reasons[rid] = "retry-failed: " + str(rows[-1].get("status"))
+        else:
+            p.done[rid] = rows
+    for rid in {r.get("run_id") for r in scoped} - set(p.done) - set(p.reasons):
+        p.reasons[rid] = outdated.get(rid, "incomplete run (interrupted or killed)")
+    seen = set()
+    for i, obj, text in lines:
+        if obj is None:
+            p.archive.append(({"raw": text, "line": i}, "unreadable line"))
+            continue
+        rid = obj.get("run_id")
+        key = (rid, obj.get("round"), obj.get("status"))
+        if rid in superseded:
+            p.archive.append((obj, superseded[rid]))
+        elif in_scope(rid) and rid not in p.done:
+            p.archive.append((obj, p.reasons[rid]))
+        elif key in seen:
+            p.archive.append((obj, "duplicate row"))
+        else:
+            seen.add(key)
+            p.keep.append(obj)
+    return p
+
+
+def archive_rows(out: Path, rows: list[tuple[dict, str]]) -> None:
+    """Append rows with their reason to ``out/records.archive.jsonl`` (whole lines, fsynced)."""
+    from .records import RecordWriter
+
+    if not rows:
+        return
+    date = now()
+    w = RecordWriter.__new__(RecordWriter)  # same whole-or-nothing append, another file
+    w.dir, w.path = out, out / ARCHIVE
+    w._fd = os.open(w.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with w:
+        w.write_run([{**row, "archived": {"reason": reason, "date": date}} for row, reason in rows])
+
+
+def rewrite(path: Path, rows: list[dict]) -> None:
+    """Atomically replace ``path`` with ``rows`` (temp file + fsync + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def compact(out: Path, ids: set[str] | None = None, *, retry_failed: bool = False) -> Plan:
+    """Apply ``plan`` to ``out/records.jsonl``: archived rows are appended to the archive first, then the records
+    file is rewritten atomically (a crash in between leaves a row in both files, never in neither).
+
+    Returns the plan (``plan.done``: the complete, current runs). Only the driver calls this, under the lock.
     """
+    out = Path(out)
     path = out / "records.jsonl"
     if not path.exists():
-        return {}
-    raw = path.read_text(encoding="utf-8")
-    records = read_records(path, allow_empty=True)
-    outdated = outdated_runs(records)
-    records = [r for r in records if r.get("run_id") not in outdated]
-    done = complete_runs(records)
-    keep, seen = [], set()
-    for r in records:
-        key = (r.get("run_id"), r.get("round"), r.get("status"))
-        if r.get("run_id") in done and key not in seen:
-            seen.add(key)
-            keep.append(r)
-    new = "".join(json.dumps(r) + "\n" for r in keep)
-    if new != raw:
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text(new, encoding="utf-8")
-        os.replace(tmp, path)
-    return done
+        return Plan()
+    p = plan(read_lines(path), ids, retry_failed=retry_failed)
+    if p.archive:
+        archive_rows(out, p.archive)
+        rewrite(path, p.keep)
+    return p

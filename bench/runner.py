@@ -16,7 +16,7 @@ from methods.protocol import Protocol, run_rounds
 from tasks import get_task
 
 from .measure import PeakMemory, Stopwatch
-from .records import now, provenance
+from .records import code_fingerprint, host_provenance, now, provenance
 
 TOPK = 4  # GGDM --reward_K: top-k reward / off-support over the K highest-reward samples
 PER_SAMPLE_MAX = 1024  # records keep per-sample reward / off-support up to this batch size
@@ -53,7 +53,9 @@ class RunSpec:
     eta: float = 1.0
     steps: int | None = None
     device: str = "cpu"
-    save_samples: str | None = None  # directory: final-round samples go to <dir>/<run_id>.pt (not part of run_id)
+    save_samples: str | None = None  # absolute directory: final samples go to <dir>/<run_id>.pt (not in run_id)
+    network_seed: int = 0  # training seed of a trained denoiser (0: the default network)
+    noise: str = "fresh"   # Algorithm 1 noise per round: "fresh" draws, or "reuse" each sample's round-1 noise
 
     def key(self) -> dict:
         d = asdict(self)
@@ -74,6 +76,9 @@ class RunSpec:
                      task_version=get_task(self.task, self.T).version)
         except Exception:
             pass
+        for k, default in (("network_seed", 0), ("noise", "fresh")):  # at their defaults, old run ids stay valid
+            if d.get(k) == default:
+                d.pop(k)
         return d
 
     @property
@@ -110,10 +115,19 @@ def build(spec: RunSpec) -> Built:
 
         raise suggest(f"denoiser of task {spec.task!r}", spec.denoiser, task.denoiser_kinds)
     method = make_method(spec.method, spec.params)
-    protocol = Protocol(spec.rounds, spec.algorithm, spec.ft_lr, spec.ft_start, spec.ft_steps)
+    protocol = Protocol(spec.rounds, spec.algorithm, spec.ft_lr, spec.ft_start, spec.ft_steps, noise=spec.noise)
     if spec.algorithm == 2 and spec.denoiser == "oracle":
         raise ValueError("algorithm 2 fine-tunes the score network; it needs --denoiser trained")
+    if int(spec.network_seed) != spec.network_seed or spec.network_seed < 0:
+        raise ValueError(f"network_seed must be an integer >= 0, got {spec.network_seed!r}")
+    if spec.network_seed and spec.denoiser == "oracle":
+        raise ValueError("the oracle has no network seed; --network-seed needs a trained denoiser")
+    if spec.noise != "fresh" and method.iterative:
+        raise ValueError(f"noise={spec.noise!r} applies to per-round methods; {spec.method!r} runs its own rounds")
     sampler = Sampler(spec.sampler, spec.eta, spec.steps)
+    if spec.save_samples is not None and not Path(spec.save_samples).is_absolute():
+        raise ValueError(f"save_samples must be an absolute directory, got {spec.save_samples!r} (a suite resolves "
+                         "it against --out; nothing is written relative to the working directory)")
     return Built(task, reward, method, protocol, sampler, resolve_device(spec.device))
 
 
@@ -144,15 +158,18 @@ def evaluate(task, reward, x: torch.Tensor) -> dict:
     return out
 
 
-def base_record(spec: RunSpec, built: Built | None) -> dict:
+def base_record(spec: RunSpec, built: Built | None, checkpoint: str | None = None) -> dict:
+    """Fields every round of a run shares; ``checkpoint`` is the sha256[:16] of the network's weights."""
     prov = provenance()
     return {
         "run_id": spec.run_id, "task": spec.task, "task_version": getattr(built.task, "version", None) if built else None,
         "reward_fn": spec.reward, "denoiser": spec.denoiser, "method": spec.method,
         "method_version": built.method.version if built else None,
         "hparams": built.method.hparams() if built else dict(spec.params), "protocol": "iterative" if built and built.method.iterative else spec.protocol_name,
-        "seed": spec.seed, "n": spec.batch, "device": built.device if built else spec.device,
+        "seed": spec.seed, "network_seed": spec.network_seed, "checkpoint": checkpoint, "n": spec.batch,
+        "device": built.device if built else spec.device,
         "git": prov["git"], "dirty": prov["dirty"], "torch": prov["torch"], "spec": spec.key(),
+        "code": code_fingerprint(), "provenance": host_provenance(),
     }
 
 
@@ -161,11 +178,12 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
     built = last = None
     try:
         built = build(spec)
-        den = built.task.denoiser(spec.denoiser, built.device)
+        den = built.task.denoiser(spec.denoiser, built.device,
+                                  **({"network_seed": spec.network_seed} if spec.network_seed else {}))
         watch, mem, last = Stopwatch(built.device), PeakMemory(built.device), None
         gen = run_rounds(built.method, den, built.reward, built.protocol, batch=spec.batch, seed=spec.seed,
                          sampler=built.sampler, device=built.device)
-        base = base_record(spec, built)  # identical for every round: resolve the method and hash the spec once
+        base = base_record(spec, built, getattr(den, "checkpoint", None))  # identical for every round: once
         with mem:
             while True:
                 with watch.measure():

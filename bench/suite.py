@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .records import read_records
 from .executors import TaskFailed, default_fn, pretrain_needed  # noqa: F401  (pretrain_needed: re-exported)
-from .resume import compact, complete_runs, outdated_runs  # noqa: F401  (re-exported for callers)
+from .resume import compact, complete_runs, outdated_runs, plan, read_lines  # noqa: F401  (re-exported)
 from .runner import RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -127,9 +127,12 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
             if m not in REGISTRY:
                 raise SuiteError(str(suggest("method in --only", m, REGISTRY)))
     specs, seen = [], set()
-    for g in suite.grids:
+    for gi, g in enumerate(suite.grids, 1):
         base = {**{k: v for k, v in suite.defaults.items() if k != "seeds"},
                 **{k: v for k, v in g.items() if k in SPEC_FIELDS}}
+        net_seeds = _as_list(base.pop("network_seed", 0))  # a list sweeps the trained networks' seeds
+        base = {k: _typed(k, v, f"{suite.path.name} [[grid]] #{gi}") for k, v in base.items()}
+        net_seeds = [_typed("network_seed", v, f"{suite.path.name} [[grid]] #{gi}") for v in net_seeds]
         if device:
             base["device"] = device
         run_seeds = seeds if seeds is not None else _as_list(g.get("seeds", suite.defaults.get("seeds", [0])))
@@ -139,9 +142,15 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
             raise SuiteError("[grid.params] must hold one table per method, e.g. [grid.params.naive] delta = [0.2]")
         if not _as_list(run_seeds):
             raise SuiteError("no seeds to run (empty seed list)")
+        bad = [x for x in _as_list(run_seeds) if isinstance(x, bool) or not isinstance(x, int) or x < 0]
+        if bad:
+            raise SuiteError(f"seeds must be non-negative integers, got {bad[0]!r}")
         for m in params:
             if m not in REGISTRY:
                 raise SuiteError(str(suggest("method in [grid.params]", m, REGISTRY)))
+            if m not in methods:
+                raise SuiteError(f"[grid.params.{m}] in [[grid]] #{gi} of {suite.path.name}: {m!r} is not one of "
+                                 f"that grid's methods ({', '.join(methods) or 'none'})")
         T = base.get("T", RunSpec.T)
         for task_name in _as_list(g["tasks"]):
             if task_name not in TASKS:
@@ -158,23 +167,56 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
                         if only and m not in only:
                             continue
                         for pr in _param_grid(params.get(m, {})):
-                            for s in run_seeds:
+                            for s, ns in itertools.product(run_seeds, [0] if den == "oracle" else net_seeds):
                                 spec = RunSpec(task=task_name, reward=rw, denoiser=den, method=m, params=pr,
-                                               seed=int(s), **base)
+                                               seed=int(s), network_seed=ns, **base)
                                 if spec.run_id not in seen:
                                     seen.add(spec.run_id)
                                     specs.append(spec)
+    missing = [m for m in only or [] if not any(s.method == m for s in specs)]
+    if missing:
+        have = sorted({m for g in suite.grids for m in _methods(g, REGISTRY)})
+        raise SuiteError(f"--only {','.join(missing)} matches no run of suite {suite.name} "
+                         f"(its methods: {', '.join(have)})")
     return specs
+
+
+def _typed(key: str, v, where: str):
+    """A suite value for a RunSpec field, type-checked (no bool for a number); ints become floats where a float
+    is expected, so ``eta = 0`` and ``--eta 0`` give one run id."""
+    import typing
+
+    hint = typing.get_type_hints(RunSpec)[key]
+    allowed = tuple(a for a in (typing.get_args(hint) or (hint,)) if isinstance(a, type))
+    if v is None and type(None) in allowed:
+        return v
+    if float in allowed and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, bool) and bool not in allowed or not isinstance(v, allowed):
+        names = " or ".join(a.__name__ for a in allowed if a is not type(None))
+        raise SuiteError(f"{where}: {key} expects {names}, got {v!r}")
+    return v
+
+
+def under_out(specs: list[RunSpec], out: Path) -> list[RunSpec]:
+    """Resolve each spec's ``save_samples`` against the output directory (absolute, so workers started anywhere
+    write under ``out``): a suite's ``save_samples = "samples"`` means ``<out>/samples``. Run ids are unchanged."""
+    from dataclasses import replace
+
+    base = Path(out).resolve()
+    return [replace(s, save_samples=str(base / s.save_samples)) if s.save_samples else s for s in specs]
 
 
 def validate(specs: list[RunSpec]) -> None:
     """Build every spec (names, parameters, devices) before anything runs; raises on the first bad one."""
+    from .cli import UsageError, check_spec
     from .runner import build
 
     for s in specs:
         try:
+            check_spec(s)
             build(s)
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, UsageError) as e:
             raise SuiteError(f"run {s.method} on {s.task}/{s.reward}/{s.denoiser} {s.params}: {e}") from None
 
 
@@ -187,29 +229,53 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = True, log=None) -> dict:
+def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = True, log=None,
+              retry_failed: bool = False) -> dict:
     """Run the specs not yet complete in ``out``; the driver writes each run's records when it finishes.
 
-    Returns counts {"total", "skipped", "ran", "failed"} (failed counts every failed run of ``specs``, including
-    failures recorded by an earlier invocation). Raises Interrupted on SIGINT/SIGTERM after closing cleanly.
+    A run is reused only when its records are complete and were produced by the same code (``code``
+    fingerprint), spec and hyperparameters; other rows of the invocation's runs are archived, never deleted, and
+    the log says why each group of runs is recomputed. ``retry_failed`` re-runs ``error``/``diverged`` runs.
+    Returns counts {"total", "skipped", "ran", "failed", "recomputed"} (failed counts every failed run of
+    ``specs``, including failures recorded by an earlier invocation). Raises Interrupted on SIGINT/SIGTERM after
+    closing cleanly. Holds ``out``'s lock: a second writer fails at once (records.LockedError).
     """
+    import sys
+
+    from .records import DirLock
+
+    log = log or (lambda m: print(m, file=sys.stderr))
+    out = Path(out)
+    with DirLock(out, "bench suite"):
+        return _run_locked(specs, out, executor, progress, log, retry_failed)
+
+
+def _run_locked(specs, out, executor, progress, log, retry_failed) -> dict:
     import signal
     import sys
 
     from tqdm import tqdm
 
     from .records import RecordWriter
+    from .resume import ARCHIVE
 
-    log = log or (lambda m: print(m, file=sys.stderr))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    done = compact(out)  # also drops runs recorded under an outdated id (changed defaults or versions)
+    p = compact(out, {s.run_id for s in specs}, retry_failed=retry_failed)
+    done = p.done
     todo = [s for s in specs if s.run_id not in done]
     failed = {s.run_id for s in specs if s.run_id in done
               and any(r.get("status") != "ok" for r in done[s.run_id])}
-    counts = {"total": len(specs), "skipped": len(specs) - len(todo), "ran": 0}
+    redo = {rid: why for rid, why in p.reasons.items() if not why.startswith("incomplete")}
+    counts = {"total": len(specs), "skipped": len(specs) - len(todo), "ran": 0, "recomputed": len(redo)}
     if counts["skipped"]:
-        log(f"resuming: {counts['skipped']} of {len(specs)} runs already complete in {out}")
+        log(f"resuming: {counts['skipped']} of {len(specs)} runs already complete in {out} (same code)")
+    for why, n in sorted(p.summary().items()):
+        example = next(w for w in p.reasons.values() if w.startswith(why))
+        log(f"recomputing {n} run{'s' if n != 1 else ''}: {example}")
+    if p.archive:
+        log(f"moved {len(p.archive)} old row{'s' if len(p.archive) != 1 else ''} to {out / ARCHIVE} "
+            "(nothing is deleted; `bench archive` restores or purges)")
+    if failed:
+        log(f"{len(failed)} failed run{'s' if len(failed) != 1 else ''} kept as recorded; --retry-failed re-runs them")
     # both signals explicitly: a process started in the background inherits SIGINT as ignored
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     old_int = signal.signal(signal.SIGINT, _raise_interrupt) if _main_thread() else None
@@ -223,8 +289,7 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
                     log(f"worker failed on {todo[i].method} on {todo[i].task}/{todo[i].denoiser}: {records}")
                     bar.update(1)
                     continue
-                for rec in records:  # the whole run at once: a kill loses at most the runs in flight
-                    w.write(rec)
+                w.write_run(records)  # the whole run at once, signals held: a kill loses only runs in flight
                 counts["ran"] += 1
                 if any(r.get("status") != "ok" for r in records):
                     failed.add(todo[i].run_id)
@@ -258,17 +323,26 @@ def write_suite_meta(suite: Suite, out: Path, specs: list[RunSpec]) -> None:
 
 
 def add_parser(sub) -> None:
+    from .cli import _positive, out_dir
+
     s = sub.add_parser("suite", help="run a benchmark suite (bench/suites/NAME.toml or a path), then report",
                        description="Expand a suite file into runs, pretrain needed networks, run the runs not yet "
                                    "complete in OUT (resume), write records and the report, print the table. "
                                    f"Shipped suites: {', '.join(available())}.")
     s.add_argument("suite", help="suite name or path to a .toml file")
-    s.add_argument("--out", default=None, help="output directory (default reports/NAME)")
+    s.add_argument("--out", default=None, type=out_dir,
+                   help="output directory (default results/NAME; the shipped reference reports are regenerated "
+                        "with --out reports/NAME)")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="re-run runs recorded as error/diverged (default: keep them as recorded)")
     s.add_argument("--dry-run", action="store_true", help="list the expanded runs and exit")
     s.add_argument("--seeds", default=None, help="comma-separated seeds overriding the file, e.g. 0,1,2")
     s.add_argument("--device", default=None, help="cpu, cuda or auto (overrides the file)")
     s.add_argument("--only", default=None, help="comma-separated methods to keep, e.g. naive,look-ahead")
-    s.add_argument("--workers", type=int, default=1, help="worker processes (process/dask executors)")
+    s.add_argument("--workers", type=_positive, default=1, help="worker processes (process/dask executors)")
+    s.add_argument("--threads", type=_positive, default=1,
+                   help="torch CPU threads per process (driver and each worker); 1 is fastest for the small "
+                        "vector tasks, more can help the image tasks")
     s.add_argument("--executor", default=None, choices=("serial", "process", "dask"),
                    help="serial (default with 1 worker), process (default with --workers > 1) or dask")
     s.add_argument("--scheduler", default=None, help="dask scheduler address tcp://HOST:PORT (implies dask)")
@@ -280,9 +354,12 @@ def _csv_ints(s: str | None, what: str) -> list[int] | None:
     if s is None:
         return None
     try:
-        return [int(x) for x in s.split(",") if x.strip()]
+        v = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise SuiteError(f"{what} expects comma-separated integers, got {s!r}") from None
+    if any(x < 0 for x in v):
+        raise SuiteError(f"{what} expects non-negative integers, got {s!r}")
+    return v
 
 
 def cmd_suite(a) -> int:
@@ -294,15 +371,17 @@ def cmd_suite(a) -> int:
     suite = load_suite(a.suite)
     only = [m.strip() for m in a.only.split(",") if m.strip()] if a.only else None
     specs = expand(suite, seeds=_csv_ints(a.seeds, "--seeds"), device=a.device, only=only)
+    out = Path(a.out or Path("results") / suite.name)
+    specs = under_out(specs, out)
     validate(specs)
-    out = Path(a.out or Path("reports") / suite.name)
     if a.dry_run:
         from .report import short_params
 
         print(f"suite {suite.name}: {suite.description}")
-        records = read_records(out, allow_empty=True) if (out / "records.jsonl").exists() else []  # read only
-        stale = outdated_runs(records)
-        done = {k: v for k, v in complete_runs(records).items() if k not in stale}
+        path = out / "records.jsonl"  # read only: the plan compaction would make
+        p = plan(read_lines(path), {s.run_id for s in specs}, retry_failed=a.retry_failed) if path.exists() else None
+        done = p.done if p else {}
+        stale = {rid for rid, why in p.reasons.items() if not why.startswith("incomplete")} if p else set()
         for s in specs:
             mark = "done" if s.run_id in done else "stale" if s.run_id in stale else "todo"
             print(f"{s.run_id}  {mark}  {s.task}/{s.reward}/{s.denoiser}  {s.method} {short_params(s.params)}  "
@@ -312,32 +391,37 @@ def cmd_suite(a) -> int:
     kind = a.executor or ("dask" if a.scheduler else "process" if a.workers > 1 else "serial")
     import torch
 
-    torch.set_num_threads(1)  # small networks: one thread per process is fastest, and leaves cores to workers
+    torch.set_num_threads(a.threads)  # default 1: fastest for small networks, and leaves cores to workers
     t0 = time.perf_counter()
-    try:
-        executor = make_executor(kind, a.workers, a.scheduler)
-    except (RuntimeError, OSError) as e:  # dask missing, scheduler unreachable
-        raise SuiteError(str(e)) from None
-    try:
-        nets = pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if not a.scheduler else 1)
-    except BaseException:
-        executor.close(cancel=True)
-        raise
-    if nets:
-        print(f"networks ready ({', '.join(f'{t}/{k}' for t, k in nets)}) after {time.perf_counter() - t0:.1f}s",
-              file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    write_suite_meta(suite, out, specs)
-    try:
-        counts = run_suite(specs, out, executor)
-    except Interrupted as e:
-        print(f"bench suite: {e}", file=sys.stderr)
-        return 130
-    if not a.no_report:
-        from .report import print_table, write_report
+    from .records import DirLock
 
-        write_report(out)
-        print(print_table(out))
+    lock = DirLock(out, "bench suite " + suite.name)
+    with lock:  # taken before pretraining: a second writer of OUT fails at once
+        try:
+            executor = make_executor(kind, a.workers, a.scheduler, threads=a.threads)
+        except (RuntimeError, OSError) as e:  # dask missing, scheduler unreachable
+            raise SuiteError(str(e)) from None
+        try:
+            nets = pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1))
+                                   if not a.scheduler else 1)
+        except BaseException:
+            executor.close(cancel=True)
+            raise
+        if nets:
+            print(f"networks ready ({', '.join(f'{t}/{k}' for t, k in nets)}) after "
+                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        try:
+            write_suite_meta(suite, out, specs)
+            counts = run_suite(specs, out, executor, retry_failed=a.retry_failed)
+            if not a.no_report:
+                from .report import print_table, write_report
+
+                write_report(out)
+                print(print_table(out))
+        except Interrupted as e:
+            print(f"bench suite: {e}", file=sys.stderr)
+            return 130
     print(f"suite {suite.name}: {counts['total']} runs ({counts['skipped']} resumed, {counts['ran']} run, "
-          f"{counts['failed']} failed) in {time.perf_counter() - t0:.1f}s -> {out}", file=sys.stderr)
+          f"{counts['recomputed']} recomputed, {counts['failed']} failed) in {time.perf_counter() - t0:.1f}s "
+          f"-> {out}", file=sys.stderr)
     return 1 if counts["failed"] else 0

@@ -84,17 +84,24 @@ def test_unknown_suite_name_suggests():
         load_suite("quik")
 
 
-def test_compact_drops_truncated_partial_and_duplicate_rows(tmp_path):
-    ok = lambda rid, rnd: {"run_id": rid, "round": rnd, "status": "ok", "spec": {"rounds": 1}}  # noqa: E731
+def test_compact_archives_truncated_partial_and_duplicate_rows(tmp_path):
+    from bench.records import code_fingerprint
+
+    ok = lambda rid, rnd: {"run_id": rid, "round": rnd, "status": "ok", "spec": {"rounds": 1},  # noqa: E731
+                           "code": code_fingerprint()}
     rows = [ok("a", 0), ok("a", 1), ok("b", 0), ok("a", 1),
-            {"run_id": "c", "round": None, "status": "error", "spec": {"rounds": 1}}]
+            {"run_id": "c", "round": None, "status": "error", "spec": {"rounds": 1}, "code": code_fingerprint()}]
     text = "".join(json.dumps(r) + "\n" for r in rows) + '{"run_id": "d", "rou'
     (tmp_path / "records.jsonl").write_text(text)
-    done = compact(tmp_path)
+    done = compact(tmp_path).done
     assert set(done) == {"a", "c"}
     kept = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert [(r["run_id"], r["round"]) for r in kept] == [("a", 0), ("a", 1), ("c", None)]
     assert set(complete_runs(kept)) == {"a", "c"}
+    archived = [json.loads(line) for line in (tmp_path / "records.archive.jsonl").read_text().splitlines()]
+    reasons = {(r.get("run_id"), r["archived"]["reason"].split(" (")[0]) for r in archived}
+    assert reasons == {("b", "incomplete run"), ("a", "duplicate row"), (None, "unreadable line")}
+    assert next(r for r in archived if "raw" in r)["raw"] == '{"run_id": "d", "rou'  # nothing is lost
 
 
 def test_run_suite_resumes_and_failures_are_rows(tmp_path):
@@ -103,9 +110,9 @@ def test_run_suite_resumes_and_failures_are_rows(tmp_path):
                   T=10)
     out = tmp_path / "out"
     first = run_suite(specs[:3] + [bad], out, SerialExecutor(), progress=False, log=lambda m: None)
-    assert first == {"total": 4, "skipped": 0, "ran": 4, "failed": 1}
+    assert first == {"total": 4, "skipped": 0, "ran": 4, "failed": 1, "recomputed": 0}
     again = run_suite(specs + [bad], out, SerialExecutor(), progress=False, log=lambda m: None)
-    assert again == {"total": len(specs) + 1, "skipped": 4, "ran": len(specs) - 3, "failed": 1}
+    assert again == {"total": len(specs) + 1, "skipped": 4, "ran": len(specs) - 3, "failed": 1, "recomputed": 0}
     rows = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     keys = [(r["run_id"], r["round"]) for r in rows]
     assert len(keys) == len(set(keys)) == 3 * len(specs) + 1  # rounds 0..2 of every run, one error row
