@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from .atomic import savefig
 from .figures import figure, pyplot
 
 DEN_STYLE = {"oracle": "-", "trained": "--"}
@@ -18,9 +19,7 @@ DEN_STYLE = {"oracle": "-", "trained": "--"}
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
-    return path
+    return savefig(fig, path)
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:

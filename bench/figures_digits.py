@@ -4,7 +4,8 @@
   (and class accuracy for ``class-K``), the guider-vs-held-out gap, FID / KID / 1 - precision / recall against the
   test set, the k-NN off-support error, and cost; plus the unguided model's FID and the train-vs-test floor.
 - ``digits-grid``: PNG grids of the final samples of every run, one row per run (needs the samples saved by the
-  runner: RunSpec ``save_samples``, read from ``<report dir>/samples/<run_id>.pt``).
+  runner: RunSpec ``save_samples``, which a suite resolves against its --out; read from
+  ``<records dir>/samples/<run_id>.pt``, or ``<report dir>/samples/``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from .atomic import savefig
 from .figures import figure, pyplot
 from .report_tables import final_rows
 
@@ -88,18 +90,28 @@ def digits_table(df: pd.DataFrame, out: Path):
     return items
 
 
+def sample_dirs(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Where saved samples may be, as absolute paths (never the working directory): ``samples/`` beside the
+    records (``df.attrs["records_dir"]``, set by ``bench report``), then under the report directory."""
+    cands = [Path(d) / "samples" for d in (df.attrs.get("records_dir"),) if d] + [Path(out).resolve() / "samples"]
+    return [d for i, d in enumerate(cands) if d.is_dir() and d not in cands[:i]]
+
+
 @figure("digits-grid")
 def digits_grid(df: pd.DataFrame, out: Path):
     plt = pyplot()
     import torch
 
     fin = _final(df)
-    sdir = Path(out) / "samples"
-    if fin.empty or not sdir.is_dir():
-        return [("digits samples", f"_no saved samples in {sdir} (run the suite with save_samples)_")]
+    dirs = sample_dirs(df, out)
+    if fin.empty or not dirs:
+        return [("digits samples", "_no saved samples in samples/ beside the records (run the suite with "
+                                   "save_samples)_")]
     items = []
     for rw, g in fin.groupby("reward_fn", sort=False):
-        rows = [(r.label, sdir / f"{r.run_id}.pt", r) for r in g.itertuples() if (sdir / f"{r.run_id}.pt").exists()]
+        found = ((r, next((d / f"{r.run_id}.pt" for d in dirs if (d / f"{r.run_id}.pt").exists()), None))
+                 for r in g.itertuples())
+        rows = [(r.label, path, r) for r, path in found if path is not None]
         if not rows:
             continue
         fig, axes = plt.subplots(len(rows), 1, figsize=(N_GRID * 0.55 + 0.2, len(rows) * 0.75 + 0.4), squeeze=False)
@@ -113,7 +125,6 @@ def digits_grid(df: pd.DataFrame, out: Path):
                          fontsize=7, loc="left")
         fig.tight_layout()
         path = Path(out) / f"digits_grid_{rw}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        savefig(fig, path)
         items.append((f"final samples, digits / {rw}", path))
     return items or [("digits samples", "_no saved samples match these runs_")]

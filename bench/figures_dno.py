@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from .atomic import savefig
 from .figures import figure, pyplot
 
 BUDGETS = (5, 10, 20, 40, 80, 120)  # in unguided sampling passes
@@ -109,8 +110,7 @@ def reward_vs_compute(df: pd.DataFrame, out: Path):
         ax.set_xscale("log")
     _legend(fig, colours)
     png = Path(out) / "dno_reward_vs_compute.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    savefig(fig, png)
     return [("Reward vs cumulative compute (DNO, GGDM Algorithm 1/2, per-step)", png),
             ("Reward reached within a compute budget", budget_table(cur))]
 
@@ -156,8 +156,7 @@ def offsupport(df: pd.DataFrame, out: Path):
         ax.set_yscale("symlog", linthresh=1e-3)
     _legend(fig, colours)
     png = Path(out) / "dno_offsupport.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    savefig(fig, png)
     return [("Off-support error of DNO / DOODL, without and with R(Z) (gamma)", tabulate(rows, head, tablefmt="github")),
             ("Off-support vs reward along the optimisation (one point per round)", png)]
 
@@ -191,8 +190,7 @@ def memory(df: pd.DataFrame, out: Path):
     ax.legend()
     fig.tight_layout()
     png = Path(out) / "dno_memory.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    savefig(fig, png)
     note = ("\n\nPeak memory is the run's high-water mark above the resident set at its start (bench/measure.py), "
             "maximum over rounds; ratio = no checkpoint / checkpoint. The plot shows the largest batch.\n")
     return [("Peak memory vs sampler steps, with and without gradient checkpointing",

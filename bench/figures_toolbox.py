@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from .atomic import savefig
 from .figures import figure, pyplot
 from .report import final_rows
 
@@ -108,8 +109,7 @@ def compress_figure(df: pd.DataFrame, out: Path):
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     p = Path(out) / "compress.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    savefig(fig, p)
     return [("Compressed guidance: reward and off-support vs fraction of guided steps", p),
             ("Compressed guidance: table", "\n".join(md))]
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from . import atomic
 from .records import read_records
 from .report_plots import curve_label, plot_compute, plot_curves, plot_pareto  # noqa: F401
-from .report_tables import (GROUP, best_configs, final_rows, frame, markdown_best, markdown_cost,  # noqa: F401
-                            markdown_summary, short_params, summary_table)
+from .report_tables import (GROUP, best_configs, final_rows, frame, incomplete_runs,  # noqa: F401
+                            markdown_best, markdown_cost, markdown_summary, short_params, summary_table)
 
 FIGURES_FILE = "figures.json"
 
@@ -41,6 +42,8 @@ def _extra_figures(df, out: Path, names: list[str]) -> list[str]:
             continue
         try:
             items = fn(df, out)
+        except OSError:  # a full disk or an unwritable directory is the run's problem, not the figure's
+            raise
         except Exception as e:
             md.append(f"_figure {name!r} failed: {type(e).__name__}: {e}_\n")
             continue
@@ -52,20 +55,29 @@ def _extra_figures(df, out: Path, names: list[str]) -> list[str]:
 
 
 def write_report(src, out=None, figures: list[str] | None = None) -> list[Path]:
-    """Write summary.md, summary.csv, best.csv and plots for the records in ``src``; return written paths."""
+    """Write summary.md, summary.csv, best.csv and plots for the records in ``src``; return written paths.
+
+    Every file is written atomically (temporary file + rename): a failure (a full disk) leaves the previous
+    report readable. Figures find saved samples under ``<records dir>/samples`` (``df.attrs["records_dir"]``)."""
     src = Path(src)
     records = read_records(src)
-    out = Path(out or (src if src.is_dir() else src.parent))
+    rdir = src if src.is_dir() else src.parent
+    out = Path(out or rdir)
     out.mkdir(parents=True, exist_ok=True)
     names = _figure_names(src, figures)
-    if figures is not None or (out != (src if src.is_dir() else src.parent) and names):
-        (out / FIGURES_FILE).write_text(json.dumps(names) + "\n", encoding="utf-8")
+    if figures is not None or (out != rdir and names):
+        atomic.write_text(out / FIGURES_FILE, json.dumps(names) + "\n")
     df = frame(records)
+    df.attrs["records_dir"] = str(rdir.resolve())
     table = summary_table(df) if not df.empty else df
     failed = df[df["status"] != "ok"] if not df.empty else df
+    partial = incomplete_runs(records)
     n_runs = df["run_id"].nunique() if not df.empty else 0
+    n_failed = failed["run_id"].nunique() if len(failed) else 0
+    flags = ", ".join(f"{n} {what}" for n, what in ((len(partial), "incomplete"), (n_failed, "failed")) if n)
     md = ["# Benchmark report\n",
-          f"{n_runs} runs, {len(df)} records, from `{src}`. Final round of each run; mean ± SE (across seeds when "
+          f"{n_runs} runs{f' ({flags})' if flags else ''}, {len(df)} records, from `{src}`. Final round of each "
+          "completed run; mean ± SE (across seeds when "
           "there are several, else within the batch). ↑ higher is better, ↓ lower is better; best per task/reward in "
           "bold. Time / unguided: wall-clock over the unguided run with the same task, denoiser, protocol and "
           "sampler in this record set. NFE-eq = NFE + 2·VJP.\n"]
@@ -75,38 +87,57 @@ def write_report(src, out=None, figures: list[str] | None = None) -> list[Path]:
         md += ["## Reward and off-support\n", markdown_summary(table),
                "## Best configuration per method\n", markdown_best(table),
                "## Cost\n", markdown_cost(table)]
-        table.to_csv(paths[1], index=False)
-        best_configs(table).to_csv(out / "best.csv", index=False)
-        paths.append(out / "best.csv")
+        atomic.to_csv(table, paths[1])
+        paths.append(atomic.to_csv(best_configs(table), out / "best.csv"))
         plots += plot_curves(df, "reward_mean", out, "batch-mean reward")
         plots += plot_curves(df, "off_support_mean", out, "off-support error", logy=True)
         plots += plot_compute(df, out)
         plots += plot_pareto(table, out)
     else:
-        md.append("_no successful runs_\n")
-        table.to_csv(paths[1], index=False)
+        md.append("_no completed successful runs_\n")
+        atomic.to_csv(table, paths[1])
     if len(failed):
         md.append("\n## Failed runs\n")
         md.append(tabulate([[r.method, r.task, r.denoiser, r.params, r.status, r.error] for r in failed.itertuples()],
                            headers=["method", "task", "denoiser", "params", "status", "error"], tablefmt="github"))
+    if partial:
+        md.append("\n## Incomplete runs\n")
+        md.append("Status `incomplete`: the planned final round is missing or unreadable (a killed run or a truncated "
+                  "records line), so these runs are in no table above. `bench suite` re-runs them.\n")
+        md.append(markdown_incomplete(df, partial))
     if plots:
         md.append("\n## Plots\n")
         md += [f"![{p.stem}]({p.name})" for p in plots]
     if not df.empty:
         md += _extra_figures(df, out, names)
-    paths[0].write_text("\n".join(md) + "\n", encoding="utf-8")
+    atomic.write_text(paths[0], "\n".join(md) + "\n")
     if out.resolve().parent.name == "reports":  # keep the index of reference reports current
         paths.append(write_index(out.resolve().parent))
     return paths + plots
 
 
 def print_table(src) -> str:
-    """The comparison table for the terminal: final-round reward, off-support and cost per configuration."""
-    df = frame(read_records(src))
+    """The comparison table for the terminal: final-round reward, off-support and cost per configuration, then
+    the incomplete runs (planned final round missing), which are in no table."""
+    records = read_records(src)
+    df = frame(records)
     table = summary_table(df) if not df.empty else df
-    if table.empty:
-        return "no successful runs"
-    return markdown_summary(table)
+    text = markdown_summary(table) if not table.empty else "no successful runs"
+    partial = incomplete_runs(records)
+    if partial:
+        text += (f"\n\n{len(partial)} incomplete run{'s' if len(partial) != 1 else ''} (final round missing; "
+                 "not in the table):\n" + markdown_incomplete(df, partial))
+    return text
+
+
+def markdown_incomplete(df, partial: dict) -> str:
+    """One row per incomplete run: what it is, the last round present and the planned final round."""
+    first = df.drop_duplicates("run_id").set_index("run_id")
+    rows = [[rid, first.at[rid, "method"], first.at[rid, "task"], first.at[rid, "denoiser"], first.at[rid, "params"],
+             first.at[rid, "seed"], "incomplete", "none" if last is None else last, R]
+            for rid, (last, R) in partial.items()]
+    return tabulate(rows, headers=["run", "method", "task", "denoiser", "params", "seed", "status", "last round",
+                                   "planned final round"], tablefmt="github")
 
 
 def load_json(p) -> dict:
@@ -137,6 +168,4 @@ def write_index(reports_dir) -> Path:
           "Produced by the CLI (`bench suite NAME` writes `reports/NAME/`; `bench report DIR` rewrites a report from "
           "its records), never hand-edited. This index is rewritten by both commands.\n",
           tabulate(rows, headers=["report", "what", "runs", "date", "command"], tablefmt="github")]
-    path = root / "README.md"
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    return path
+    return atomic.write_text(root / "README.md", "\n".join(md) + "\n")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .atomic import savefig
 from .figures import pyplot
 
 CONFIG = ["denoiser", "method", "params", "protocol"]
@@ -25,15 +26,12 @@ def _colors(methods) -> dict:
 
 
 def _finish(fig, ax, title: str, path: Path, legend: bool = True) -> Path:
-    plt = pyplot()
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if legend:
         ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return savefig(fig, path)
 
 
 def _robust_ylim(ax, values) -> str:

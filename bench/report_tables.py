@@ -31,11 +31,39 @@ def short_params(h: dict | None, spec: dict | None = None) -> str:
     return " ".join(parts)
 
 
+def planned_round(spec) -> int | None:
+    """The final round a run plans (``spec["rounds"]``), or None when the record carries no usable spec."""
+    r = spec.get("rounds") if isinstance(spec, dict) else None
+    return r if isinstance(r, int) and not isinstance(r, bool) else None
+
+
+def incomplete_runs(records: list[dict]) -> dict[str, tuple[int | None, int]]:
+    """run_id -> (last ok round present, planned final round) for every run whose planned final round is missing
+    (a killed writer, a truncated last line) and that has no failure row. A derived status, never written to
+    records: reports list such a run as ``incomplete`` instead of showing an earlier round as if it were final."""
+    last: dict[str, int | None] = {}
+    plan: dict[str, int | None] = {}
+    failed = set()
+    for r in records:
+        rid = r.get("run_id")
+        if r.get("status") != "ok":
+            failed.add(rid)
+            continue
+        plan.setdefault(rid, planned_round(r.get("spec")))
+        rnd = r.get("round")
+        if isinstance(rnd, int) and (last.get(rid) is None or rnd > last[rid]):
+            last[rid] = rnd
+    return {rid: (last.get(rid), R) for rid, R in plan.items()
+            if rid not in failed and R is not None and (last.get(rid) is None or last[rid] < R)}
+
+
 def frame(records: list[dict]) -> pd.DataFrame:
-    """Records as a DataFrame with a readable ``params`` column, the spec's sampling setting and compute."""
+    """Records as a DataFrame with a readable ``params`` column, the spec's sampling setting and compute, and
+    ``incomplete`` (True on every row of a run whose planned final round is missing)."""
     df = pd.DataFrame(records)
     if df.empty:
         return df
+    df["incomplete"] = df["run_id"].isin(set(incomplete_runs(records)))
     specs = df["spec"] if "spec" in df else pd.Series([None] * len(df))
     df["params"] = [short_params(h, s) for h, s in zip(df.get("hparams", [None] * len(df)), specs)]
     for k in ("rounds", "batch", "T", "sampler", "steps"):
@@ -50,9 +78,12 @@ def frame(records: list[dict]) -> pd.DataFrame:
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The last round of every run that completed: runs with an error/diverged row are left out (they are
-    listed under "Failed runs"), so a failure is never shown with its earlier, unguided rounds."""
+    listed under "Failed runs"), so a failure is never shown with its earlier, unguided rounds, and so are
+    incomplete runs (listed under "Incomplete runs"), so an intermediate round is never shown as final."""
     bad = set(df.loc[df["status"] != "ok", "run_id"])
     ok = df[(df["status"] == "ok") & ~df["run_id"].isin(bad)]
+    if "incomplete" in ok:
+        ok = ok[~ok["incomplete"]]
     if ok.empty:
         return ok
     return ok.sort_values("round").groupby("run_id", as_index=False).tail(1)
