@@ -317,9 +317,11 @@ def _main_thread() -> bool:
 
 def write_suite_meta(suite: Suite, out: Path, specs: list[RunSpec]) -> None:
     """``figures.json`` (so ``bench report DIR`` reproduces the suite's extra figures) and ``suite.json``."""
-    (out / "figures.json").write_text(json.dumps(suite.figures) + "\n", encoding="utf-8")
+    from .atomic import write_text  # whole or not at all: both are read back by `bench report`
+
+    write_text(out / "figures.json", json.dumps(suite.figures) + "\n")
     meta = {"suite": suite.name, "description": suite.description, "file": str(suite.path), "runs": len(specs)}
-    (out / "suite.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    write_text(out / "suite.json", json.dumps(meta, indent=1) + "\n")
 
 
 def add_parser(sub) -> None:
