@@ -371,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = make_parser()
     a = parser.parse_args(argv)
+    import os
+    import shlex
+
+    # the command line records carry as provenance (spawned workers inherit it through the environment)
+    os.environ["GUIDANCE_BENCH_ARGV"] = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])
     try:
         from .plugins import env_specs, load_plugins
 

@@ -72,7 +72,8 @@ def host_provenance() -> dict:
     command line. Threads and argv are read at call time (a worker may change its thread count)."""
     p = provenance()
     return {"numpy": p["numpy"], "python": p["python"], "host": p["host"], **_static_host(),
-            "threads": torch.get_num_threads(), "argv": " ".join(sys.argv)}
+            "threads": torch.get_num_threads(),
+            "argv": os.environ.get("GUIDANCE_BENCH_ARGV") or " ".join(sys.argv)}  # the driver's, in workers
 
 
 # what determines a run's numbers: the method and task code (data files are versioned by task_version), the
