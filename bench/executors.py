@@ -9,34 +9,55 @@ cluster: an embedded LocalCluster of worker processes, or an existing scheduler 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterable, Iterator
 
 EXECUTORS = ("serial", "process", "dask")
+_THREADS = 1  # torch threads per worker process (set by _worker_init)
 
 
-def _worker_init() -> None:
-    """Per worker process: one torch thread; SIGINT is the driver's to handle (it terminates workers); the
-    driver's plugins (GUIDANCE_BENCH_PLUGINS, inherited through the environment)."""
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """In a worker: a daemon thread that ends this process as soon as ``parent`` (the driver) is gone, so a
+    SIGKILLed driver leaves no workers behind (an orphan is re-parented, so its parent pid changes)."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker_init(threads: int = 1, parent: int | None = None) -> None:
+    """Per worker process: ``threads`` torch threads; SIGINT is the driver's to handle (it terminates workers);
+    exit when the driver dies; the driver's plugins (GUIDANCE_BENCH_PLUGINS, inherited through the environment)."""
+    global _THREADS
     import torch
 
     from .plugins import load_from_env
 
-    torch.set_num_threads(1)
+    if parent is not None:
+        _exit_with_parent(parent)
+    _THREADS = threads
+    torch.set_num_threads(threads)
     load_from_env()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _call_in_worker(fn: Callable, item, plugins: list | None = None):
+def _call_in_worker(fn: Callable, item, plugins: list | None = None, threads: int | None = None):
     import torch
 
     if plugins:  # dask workers (also on other hosts) load the driver's plugins before the first run
         from .plugins import load_plugins
 
         load_plugins(plugins)
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
+    threads = threads or _THREADS
+    if torch.get_num_threads() != threads:  # a run may not change it for the next one
+        torch.set_num_threads(threads)
     return fn(item)
 
 
@@ -99,12 +120,12 @@ class ProcessExecutor(Executor):
 
     name = "process"
 
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int = 2, threads: int = 1):
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_init)
+                                         initializer=_worker_init, initargs=(threads, os.getpid()))
 
     def imap_unordered(self, fn, items):
         futs = {self._pool.submit(_call_in_worker, fn, it): i for i, it in enumerate(items)}
@@ -135,7 +156,8 @@ class DaskExecutor(Executor):
 
     name = "dask"
 
-    def __init__(self, workers: int = 2, scheduler: str | None = None):
+    def __init__(self, workers: int = 2, scheduler: str | None = None, threads: int = 1):
+        self.threads = threads
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:
@@ -158,7 +180,7 @@ class DaskExecutor(Executor):
         from .plugins import specs
 
         plugins = specs()
-        self._futs = futs = [self._client.submit(_call_in_worker, fn, it, plugins, pure=False) for it in items]
+        self._futs = futs = [self._client.submit(_call_in_worker, fn, it, plugins, self.threads, pure=False) for it in items]
         index = {f.key: i for i, f in enumerate(futs)}
         for f in as_completed(futs):
             yield index[f.key], _result(f)
@@ -181,8 +203,10 @@ class DaskExecutor(Executor):
         return f"dask on {where} ({self.workers} workers)"
 
 
-def make_executor(kind: str = "serial", workers: int = 1, scheduler: str | None = None) -> Executor:
-    """``serial`` | ``process`` | ``dask``; a ``scheduler`` address implies dask."""
+def make_executor(kind: str = "serial", workers: int = 1, scheduler: str | None = None,
+                  threads: int = 1) -> Executor:
+    """``serial`` | ``process`` | ``dask``; a ``scheduler`` address implies dask; ``threads``: torch threads per
+    worker process."""
     if scheduler and kind not in ("dask", "serial"):
         raise ValueError("--scheduler needs --executor dask")
     if scheduler:
@@ -190,9 +214,9 @@ def make_executor(kind: str = "serial", workers: int = 1, scheduler: str | None 
     if kind == "serial":
         return SerialExecutor()
     if kind == "process":
-        return ProcessExecutor(workers)
+        return ProcessExecutor(workers, threads)
     if kind == "dask":
-        return DaskExecutor(workers, scheduler)
+        return DaskExecutor(workers, scheduler, threads)
     raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
 
 
@@ -209,7 +233,7 @@ def run_all(items: Iterable, fn: Callable | None = None, executor: Executor | No
     return out
 
 
-def _pretrain_one(item: tuple[str, str, int]) -> tuple[str, str, int]:
+def _pretrain_one(item: tuple[str, str, int, int]) -> tuple[str, str, int, int]:
     """Train or load one network (runs in a spawned process with one torch thread)."""
     import torch
 
@@ -219,8 +243,8 @@ def _pretrain_one(item: tuple[str, str, int]) -> tuple[str, str, int]:
 
     torch.set_num_threads(1)
     load_from_env()  # a plugin task's network
-    task_name, kind, T = item
-    get_task(task_name, T).denoiser(kind, "cpu", progress=False)
+    task_name, kind, T, ns = item
+    get_task(task_name, T).denoiser(kind, "cpu", progress=False, **({"network_seed": ns} if ns else {}))
     return item
 
 
@@ -229,17 +253,16 @@ def pretrain_needed(specs: list, progress: bool = True, parallel: int = 1) -> li
 
     With ``parallel > 1`` missing networks train side by side in spawned processes (one network each).
     """
-    import sys
-
-    from tqdm import tqdm
-
     from tasks import get_task
     from tasks.pretrain import checkpoint_info
 
-    need = sorted({(s.task, s.denoiser, s.T) for s in specs if s.denoiser != "oracle"})
+    from .progress import Progress, steps
+
+    need = sorted({(s.task, s.denoiser, s.T, s.network_seed) for s in specs if s.denoiser != "oracle"})
     def cached(n) -> bool:
         try:
-            return checkpoint_info(get_task(n[0], n[2]), None if n[1] == "trained" else n[1]) is not None
+            return checkpoint_info(get_task(n[0], n[2]), None if n[1] == "trained" else n[1],
+                                   **({"seed": n[3]} if n[3] else {})) is not None
         except Exception:  # a task with its own network cache: let its denoiser() decide
             return False
 
@@ -248,14 +271,14 @@ def pretrain_needed(specs: list, progress: bool = True, parallel: int = 1) -> li
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        names = ", ".join(f"{t}/{k}" for t, k, _ in missing)
-        bar = tqdm(total=len(missing), desc=f"pretraining {names} in parallel", disable=None if progress else True,
-                   file=sys.stderr, unit="net")
-        with ProcessPoolExecutor(min(parallel, len(missing)), mp_context=multiprocessing.get_context("spawn")) as ex:
+        names = ", ".join(f"{t}/{k}" + (f"/net{ns}" if ns else "") for t, k, _, ns in missing)
+        bar = Progress(len(missing), f"pretraining {names} in parallel", "net", enabled=progress)
+        with ProcessPoolExecutor(min(parallel, len(missing)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
             for f in as_completed([ex.submit(_pretrain_one, n) for n in missing]):
-                bar.set_postfix_str(f"{f.result()[0]} done")
+                bar.note(f"{f.result()[0]} done")
                 bar.update(1)
         bar.close()
-    for task_name, kind, T in need:  # loads what was trained above; trains (with a progress bar) what is left
-        get_task(task_name, T).denoiser(kind, "cpu", progress=progress)
-    return [(t, k) for t, k, _ in need]
+    for task_name, kind, T, ns in need:  # loads what was trained above; trains (with a progress bar) what is left
+        get_task(task_name, T).denoiser(kind, "cpu", progress=steps if progress else False, **({"network_seed": ns} if ns else {}))
+    return [(t, k + (f"/net{ns}" if ns else "")) for t, k, _, ns in need]

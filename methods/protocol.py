@@ -2,8 +2,10 @@
 Algorithm 2 (adds score fine-tuning on self-generated samples). ggdm.md §4.
 
 Round 0 is an unguided batch z_0. Round k >= 1 linearises the reward at z_{k-1} (one backward for all
-per-sample gradients g_i), then draws z_k with the method from fresh per-sample noise. Sample i of round
-k is a chain: its guidance uses only its own previous sample. A one-shot run is ``rounds = 1``.
+per-sample gradients g_i), then draws z_k with the method from per-sample noise: fresh draws every round
+(``noise = "fresh"``), or each sample's round-1 noise again in every round (``noise = "reuse"``, as GGDM's
+image code reuses its latents). Sample i of round k is a chain: its guidance uses only its own previous
+sample. A one-shot run is ``rounds = 1``.
 Methods with ``iterative = True`` (direct noise optimisation) run their own rounds via ``iterate``.
 """
 from __future__ import annotations
@@ -20,6 +22,10 @@ from .registry import REGISTRY
 from .sampling import NoiseStream, Sampler, sample_seeds
 
 
+NOISE_MODES = {"fresh": "new per-sample noise every round",
+               "reuse": "each sample's round-1 noise again in every later round (GGDM image code)"}
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How rounds run. ``algorithm`` 1 or 2; ``linear``: per-step methods see the linearised reward."""
@@ -30,6 +36,7 @@ class Protocol:
     ft_start: int = 40        # Algorithm 2: first optimisation round with fine-tuning
     ft_steps: int = 1         # Algorithm 2: Adam steps per round on the current batch
     linear: bool | None = None  # None: linear iff rounds > 1
+    noise: str = "fresh"      # "fresh" noise every round, or "reuse" each sample's round-1 noise in rounds >= 1
 
     def __post_init__(self):
         if self.rounds < 0:
@@ -38,12 +45,20 @@ class Protocol:
             raise ValueError(f"algorithm must be 1 or 2, got {self.algorithm}")
         if not (self.ft_lr >= 0) or self.ft_start < 0 or self.ft_steps < 1:
             raise ValueError("need ft_lr >= 0, ft_start >= 0, ft_steps >= 1")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"unknown noise mode {self.noise!r}; choose one of {list(NOISE_MODES)}")
+
+
+def denoising_loss(net, x0, schedule, generator=None) -> torch.Tensor:
+    """DDPM simple loss on a batch of clean samples: t ~ U{0..T-1}, MSE(eps_theta(x_t, t), eps)."""
+    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator).to(x0)
+    ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    return torch.nn.functional.mse_loss(net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t), eps)
 
 
 def fine_tune(net: torch.nn.Module, opt, batch: torch.Tensor, schedule, steps: int, gen) -> float:
     """Algorithm 2: ``steps`` Adam steps of the DDPM denoising loss on the current batch only."""
-    from tasks.pretrain import denoising_loss
-
     net.train()
     loss = torch.zeros(())
     for _ in range(steps):
@@ -65,6 +80,9 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
     """
     cost = Cost()
     if method.iterative:
+        if protocol.noise != "fresh":
+            raise ValueError(f"noise={protocol.noise!r} applies to per-round methods; "
+                             f"{method.name!r} runs its own rounds")
         yield from method.iterate(Counted(denoiser, cost), reward, cost, protocol, batch=batch, seed=seed,
                                   sampler=sampler, device=device, dtype=dtype)
         return
@@ -92,6 +110,7 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
             cost.nfe += protocol.ft_steps  # each fine-tuning step: one forward and one backward
             cost.vjp += protocol.ft_steps
         obj = Objective.linearised(reward, cost, x, linear=linear)
-        noise = NoiseStream(sample_seeds(seed, k, batch), shape, device, dtype)
+        noise_round = 1 if protocol.noise == "reuse" else k
+        noise = NoiseStream(sample_seeds(seed, noise_round, batch), shape, device, dtype)
         x = method.sample(den, obj, noise, sampler)
         yield {"round": k, "x": x, "cost": cost, "info": info}

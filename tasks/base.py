@@ -33,11 +33,13 @@ class Reward:
 
 
 class NetDenoiser(torch.nn.Module):
-    """A trained eps-network as a suite denoiser: eps(x, t) = net(x, t)."""
+    """A trained eps-network as a suite denoiser: eps(x, t) = net(x, t). ``checkpoint``: sha256[:16] of the
+    weights (None when unknown)."""
 
-    def __init__(self, net: torch.nn.Module, schedule: Schedule, shape):
+    def __init__(self, net: torch.nn.Module, schedule: Schedule, shape, checkpoint: str | None = None):
         super().__init__()
         self.net, self.schedule, self.shape = net, schedule, tuple(shape)
+        self.checkpoint = checkpoint if checkpoint is not None else getattr(net, "checkpoint", None)
 
     def eps(self, x, t):
         return self.net(x, t)
@@ -79,14 +81,19 @@ class Task:
             raise suggest(f"reward of task {self.name!r}", name, self.rewards)
         return self.rewards[name]
 
-    def denoiser(self, kind: str, device="cpu", progress: bool = True, **cfg):
-        """'oracle' (exact) or a trained network from the cache (trained on first use)."""
+    def denoiser(self, kind: str, device="cpu", progress: bool = True, network_seed: int = 0, **cfg):
+        """'oracle' (exact) or a trained network from the cache (trained on first use). ``network_seed`` is
+        the training seed of the network (0: the default network); ``cfg`` overrides the training config."""
         if kind not in self.denoiser_kinds:
             raise suggest(f"denoiser of task {self.name!r}", kind, self.denoiser_kinds)
         if kind == "oracle":
+            if network_seed:
+                raise ValueError("the oracle has no network seed (network_seed must be 0)")
             return self.oracle(device)
         from .pretrain import load_or_train
 
+        if network_seed:
+            cfg["seed"] = int(network_seed)
         net = load_or_train(self, arch=None if kind == "trained" else kind, progress=progress, **cfg)
         return NetDenoiser(net, self.schedule, self.shape).to(device).eval()
 

@@ -2,8 +2,11 @@
 
 Checkpoints live in ``$GUIDANCE_BENCH_CACHE`` (default ``~/.cache/guidance-bench``), one file per
 (task, task version, schedule, architecture, training config), named by a hash of that key. Writes are
-atomic (temp file + rename); a file that fails to load or whose stored key differs is retrained.
-The denoising loss is DDPM's: t ~ U{0..T-1}, MSE(eps_theta(x_t, t), eps) (ggdm.md §1.4-1.5).
+atomic (temp file + rename). Each file stores the sha256 of its weights (``weights_hash``); a file that
+fails to load, whose stored key differs or whose weights do not hash to the stored value is retrained.
+The loaded network carries ``net.checkpoint`` (sha256[:16] of its weights), which every run records.
+The network seed (``network_seed``) is the training seed: part of the key, so seeds are separate files.
+The denoising loss is DDPM's (methods/protocol.py ``denoising_loss``; ggdm.md §1.4-1.5).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+
+from methods.protocol import denoising_loss
 
 NET_VERSION = 2  # bump when a network's parameterisation changes (invalidates cached checkpoints)
 TRAIN_DEFAULTS = {"n_train": 65536, "steps": 8000, "batch": 256, "lr": 1e-3, "seed": 0}
@@ -59,12 +64,14 @@ def build_net(task, cfg: dict) -> torch.nn.Module:
     return net
 
 
-def denoising_loss(net, x0, schedule, generator=None) -> torch.Tensor:
-    """DDPM simple loss on a batch of clean samples."""
-    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator).to(x0)
-    ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
-    return torch.nn.functional.mse_loss(net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t), eps)
+def weights_hash(state_dict: dict) -> str:
+    """sha256 over the weights: every tensor's name, dtype, shape and raw bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        v = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict]:
@@ -76,8 +83,9 @@ def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict
     opt = torch.optim.Adam(net.parameters(), lr=tc["lr"], betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc["steps"], eta_min=tc["lr"] * 0.01)
     t0, ema = time.perf_counter(), None
-    bar = tqdm(range(tc["steps"]), desc=f"pretrain {task.name}/{cfg['arch']}", disable=None if progress else True,
-               file=sys.stderr)
+    desc = f"pretrain {task.name}/{cfg['arch']}"  # progress: a bool, or a factory (iterable, desc) -> bar
+    bar = (progress(range(tc["steps"]), desc) if callable(progress)
+           else tqdm(range(tc["steps"]), desc=desc, disable=None if progress else True, file=sys.stderr))
     for step in bar:
         idx = torch.randint(0, data.shape[0], (tc["batch"],), generator=gen)
         loss = denoising_loss(net, data[idx], task.schedule, gen)
@@ -113,8 +121,12 @@ def load_checkpoint(task, cfg: dict):
         ck = torch.load(path, map_location="cpu", weights_only=True)
         if ck.get("config") != json.loads(json.dumps(cfg)):
             raise ValueError("stored config differs")
+        sha = weights_hash(ck["state_dict"])
+        if ck.get("sha256") != sha:
+            raise ValueError(f"weights hash to {sha[:16]}, the file says {str(ck.get('sha256'))[:16]} (altered bytes)")
         net = build_net(task, cfg)
         net.load_state_dict(ck["state_dict"])
+        net.checkpoint = sha[:16]
         return net.eval()
     except Exception as e:  # corrupt or mismatched: retrain
         print(f"warning: ignoring checkpoint {path} ({type(e).__name__}: {e}); retraining", file=sys.stderr)
@@ -122,12 +134,17 @@ def load_checkpoint(task, cfg: dict):
 
 
 def load_or_train(task, arch: str | None = None, progress: bool = True, force: bool = False, **over):
+    """The cached network for (task, arch, overrides), trained and saved on a miss; ``net.checkpoint`` is
+    the sha256[:16] of its weights."""
     cfg = train_config(task, arch, **over)
     net = None if force else load_checkpoint(task, cfg)
     if net is None:
         net, info = train(task, cfg, progress)
-        save_atomic({"config": json.loads(json.dumps(cfg)), "info": info, "state_dict": net.state_dict()},
+        sd = net.state_dict()
+        sha = weights_hash(sd)
+        save_atomic({"config": json.loads(json.dumps(cfg)), "info": info, "state_dict": sd, "sha256": sha},
                     checkpoint_path(cfg))  # JSON-normalised, as load_checkpoint compares (tuples become lists)
+        net.checkpoint = sha[:16]
     for p in net.parameters():
         p.requires_grad_(False)
     if hasattr(task, "pretrain_extras"):  # networks a task needs besides the denoiser (e.g. reward classifiers)
@@ -141,4 +158,4 @@ def checkpoint_info(task, arch: str | None = None, **over) -> dict | None:
     if not path.exists():
         return None
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    return {"path": str(path), **ck.get("info", {})}
+    return {"path": str(path), "checkpoint": str(ck.get("sha256"))[:16], **ck.get("info", {})}

@@ -1,14 +1,16 @@
-"""Checkpoint cache: keyed by task/version/config, atomic, corrupt or mismatched files are retrained."""
+"""Checkpoint cache: keyed by task/version/config, atomic, corrupt, mismatched or altered files are retrained."""
 import torch
 
 from tasks import get_task
 from tasks import pretrain
 
+TINY = {"steps": 3, "n_train": 256, "batch": 16, "width": 16, "depth": 1}
+
 
 def test_cache_roundtrip_corruption_and_key(tmp_path, monkeypatch):
     monkeypatch.setenv("GUIDANCE_BENCH_CACHE", str(tmp_path))
     task = get_task("subspace", 200)
-    tiny = {"steps": 3, "n_train": 256, "batch": 16, "width": 16, "depth": 1}
+    tiny = TINY
     net = pretrain.load_or_train(task, progress=False, **tiny)
     path = pretrain.checkpoint_path(pretrain.train_config(task, **tiny))
     assert path.exists() and not list(tmp_path.glob("*.tmp"))
@@ -30,10 +32,61 @@ def test_cache_roundtrip_corruption_and_key(tmp_path, monkeypatch):
     assert pretrain.load_checkpoint(task, pretrain.train_config(task, **tiny)) is None
 
 
+def _flip_weight_bytes(path, value):
+    """Overwrite 4 bytes inside a stored weight tensor, leaving the zip container valid."""
+    raw = bytearray(path.read_bytes())
+    ck = torch.load(path, weights_only=True)
+    w = ck["state_dict"]["inp.weight"]
+    needle = w.reshape(-1)[:4].numpy().tobytes()  # the tensor's first 16 bytes as stored (little-endian float32)
+    at = raw.find(needle)
+    assert at >= 0 and raw.find(needle, at + 1) < 0
+    raw[at:at + 4] = torch.tensor([value], dtype=torch.float32).numpy().tobytes()
+    path.write_bytes(bytes(raw))
+
+
+def test_altered_weight_bytes_are_detected_by_hash_and_retrained(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GUIDANCE_BENCH_CACHE", str(tmp_path))
+    task = get_task("subspace", 200)
+    cfg = pretrain.train_config(task, **TINY)
+    net = pretrain.load_or_train(task, progress=False, **TINY)
+    good = {k: v.clone() for k, v in net.state_dict().items()}
+    sha = pretrain.weights_hash(good)
+    assert net.checkpoint == sha[:16] and len(net.checkpoint) == 16
+    path = pretrain.checkpoint_path(cfg)
+    assert torch.load(path, weights_only=True)["sha256"] == sha
+
+    _flip_weight_bytes(path, 1234.5)
+    altered = torch.load(path, weights_only=True)  # the container still loads: only the hash can tell
+    assert altered["state_dict"]["inp.weight"].reshape(-1)[0] == 1234.5
+    assert pretrain.weights_hash(altered["state_dict"]) != sha
+    assert pretrain.load_checkpoint(task, cfg) is None
+    assert "altered bytes" in capsys.readouterr().err
+
+    # load_or_train retrains (deterministic config: the same weights as before) and rewrites a valid file
+    again = pretrain.load_or_train(task, progress=False, **TINY)
+    assert again.checkpoint == sha[:16]
+    for k, v in again.state_dict().items():
+        assert torch.equal(v, good[k])
+    assert pretrain.load_checkpoint(task, cfg).checkpoint == sha[:16]
+
+
+def test_file_without_hash_is_retrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUIDANCE_BENCH_CACHE", str(tmp_path))
+    task = get_task("subspace", 200)
+    cfg = pretrain.train_config(task, **TINY)
+    pretrain.load_or_train(task, progress=False, **TINY)
+    path = pretrain.checkpoint_path(cfg)
+    ck = torch.load(path, weights_only=True)
+    del ck["sha256"]
+    torch.save(ck, path)
+    assert pretrain.load_checkpoint(task, cfg) is None
+
+
 def test_trained_denoiser_has_frozen_parameters(tmp_path, monkeypatch):
     monkeypatch.setenv("GUIDANCE_BENCH_CACHE", str(tmp_path))
     task = get_task("sphere", 200)
     den = task.denoiser("trained", progress=False, steps=2, n_train=64, batch=8, width=8, depth=1)
     assert not any(p.requires_grad for p in den.parameters())
+    assert den.checkpoint == pretrain.weights_hash(den.net.state_dict())[:16]
     x = torch.randn(3, 64)
     assert den.eps(x, torch.full((3,), 5)).shape == (3, 64)
