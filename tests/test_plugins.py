@@ -138,6 +138,17 @@ def test_loading_twice_is_a_no_op_and_name_clashes_are_errors(clean, tmp_path):
     assert methods.REGISTRY["dps"].__module__ == "methods.dps"
 
 
+def test_plugin_sources_are_part_of_the_code_fingerprint(clean, tmp_path):
+    from bench.plugins import load_plugins, loaded_files
+    from bench.records import code_fingerprint
+
+    before = code_fingerprint()
+    (tmp_path / "empty_plugin.py").write_text("VALUE = 1\n")
+    load_plugins([str(tmp_path / "empty_plugin.py")], entry_points=False)
+    assert str(tmp_path / "empty_plugin.py") in loaded_files()
+    assert code_fingerprint() != before
+
+
 def test_a_plugin_task_named_in_a_suite_file(clean, tmp_path):
     from bench.suite import expand, load_suite
 
