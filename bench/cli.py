@@ -209,7 +209,9 @@ def list_data() -> dict:
                    "help": f.metadata.get("help", ""), "min": f.metadata.get("min"),
                    "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None}
                   for f in fields(cls)]
-        methods[name] = {"version": cls.version, "summary": cls.summary, "params": params}
+        space = getattr(cls, "search_space", None) or {}
+        methods[name] = {"version": cls.version, "summary": cls.summary, "params": params,
+                         "search_space": {k: str(v) for k, v in space.items()}}
     suites = {}
     for name in available():
         try:
@@ -240,6 +242,8 @@ def cmd_list(a) -> int:
             allowed = f" [one of: {', '.join(map(str, p['choices']))}]" if p["choices"] else ""
             lo = f" [>= {p['min']}]" if p["min"] is not None else ""
             print(f"      {p['name']} = {p['default']!r}: {p['help']}{allowed}{lo}")
+        space = ", ".join(f"{k} {v}" for k, v in m.get("search_space", {}).items()) or "(nothing to tune)"
+        print(f"      search space: {space}")
     print("\nSUITES (bench suite NAME)")
     for name, desc in d["suites"].items():
         print(f"  {name}: {desc}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import types
 import typing
 from dataclasses import fields
 
@@ -45,10 +46,29 @@ def get_method(name: str) -> type[Method]:
     return REGISTRY[name]
 
 
-def _parse(value, typ):
-    if not isinstance(value, str):
+def _check_typed(value, base):
+    """A value that is already typed (a suite's TOML): no bool for a number (``int(True)`` would pass), an int
+    becomes a float where a float is expected (one run id for ``delta = 1`` and ``--param delta=1``)."""
+    if value is None or not isinstance(base, type):
         return value
+    if base in (int, float) and isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if base is float and isinstance(value, int):
+        return float(value)
+    if base is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+        return int(value)
+    if base in (bool, str) and not isinstance(value, base):
+        raise ValueError(f"expected a {'boolean' if base is bool else 'string'}, got {value!r}")
+    return value
+
+
+def _parse(value, typ):
     args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if not isinstance(value, str):
+        optional = typing.get_origin(typ) in (typing.Union, types.UnionType) and len(args) == 1
+        return _check_typed(value, args[0] if optional else typ)
     if value.lower() in ("none", "null") and type(None) in typing.get_args(typ):
         return None
     base = args[0] if args else typ
@@ -58,14 +78,13 @@ def _parse(value, typ):
         if value.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"expected a boolean, got {value!r}")
-    if base is int:
-        return int(value)
-    if base is float:
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"expected a finite number, got {value!r}")
-        return v
-    return value
+    try:
+        v = int(value) if base is int else float(value) if base is float else value
+    except ValueError:
+        raise ValueError(f"expected {'an integer' if base is int else 'a number'}, got {value!r}") from None
+    if base is float and not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return v
 
 
 def make_method(name: str, params: dict | None = None) -> Method:
