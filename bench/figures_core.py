@@ -60,35 +60,52 @@ def curves(df: pd.DataFrame, out: Path):
 
 @figure("ggdm-pareto")
 def pareto(df: pd.DataFrame, out: Path):
+    """Final (off-support, reward) per delta; where the task reports the signed ||x|| - 1 (sphere) a second
+    panel plots it (|.| hides naive guidance's outward drift). Several network seeds are averaged."""
     plt = pyplot()
     ok = _ok(df)
     fin = ok.sort_values("round").groupby("run_id").tail(1).copy()
     fin["delta"] = [_delta(h) for h in fin["hparams"]]
+    fin["signed"] = [(m or {}).get("norm_minus_1") if isinstance(m, dict) else None for m in fin["metrics"]]
+    fin["signed"] = pd.to_numeric(fin["signed"], errors="coerce")
     fin = fin.dropna(subset=["delta"])
     items = []
     colour = {"naive": "tab:red", "look-ahead": "tab:blue"}
     for (task, reward), g in fin.groupby(["task", "reward_fn"], sort=False):
-        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        has_signed = g["signed"].notna().any()
+        fig, axes = plt.subplots(1, 2 if has_signed else 1, figsize=(13 if has_signed else 7.5, 4.5), squeeze=False)
+        ax = axes[0][0]
         rows = []
         for (den, method), c in g.groupby(["denoiser", "method"], sort=False):
-            c = c.groupby("delta")[["off_support_mean", "reward_mean"]].mean().sort_index()
-            ax.plot(c["off_support_mean"], c["reward_mean"], marker="o", ms=4, ls=DEN_STYLE.get(den, ":"),
-                    color=colour.get(method), label=f"{den} {method}")
+            nets = c["network_seed"].nunique() if "network_seed" in c else 1
+            c = c.groupby("delta")[["off_support_mean", "reward_mean", "signed"]].mean().sort_index()
+            kw = dict(marker="o", ms=4, ls=DEN_STYLE.get(den, ":"), color=colour.get(method),
+                      label=f"{den} {method}" + (f" ({nets} nets)" if nets > 1 else ""))
+            ax.plot(c["off_support_mean"], c["reward_mean"], **kw)
+            if has_signed:
+                axes[0][1].plot(c["signed"], c["reward_mean"], **kw)
             for d, r in c.iterrows():
                 ax.annotate(f"{d:g}", (r["off_support_mean"], r["reward_mean"]), fontsize=6, alpha=0.7,
                             xytext=(3, 2), textcoords="offset points")
-                rows.append([den, method, d, f"{r['reward_mean']:.4f}", f"{r['off_support_mean']:.3g}"])
+                rows.append([den, method, d, f"{r['reward_mean']:.4f}", f"{r['off_support_mean']:.3g}"]
+                            + ([f"{r['signed']:+.3g}"] if has_signed else []))
         ax.set_xscale("log")
         ax.set_xlabel("off-support error of the final round ↓")
-        ax.set_ylabel("final batch-mean reward ↑")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
         ax.set_title(f"{task} / {reward}: one point per delta (labels)")
+        if has_signed:
+            axes[0][1].axvline(0, color="k", lw=0.6)
+            axes[0][1].set_xscale("symlog", linthresh=1e-2)
+            axes[0][1].set_xlabel("signed ‖x‖ − 1 of the final round (> 0: outside the sphere)")
+            axes[0][1].set_title("signed distance (same runs)")
+        for a in axes[0]:
+            a.set_ylabel("final batch-mean reward ↑")
+            a.grid(alpha=0.3)
+            a.legend(fontsize=8)
         p = _save(fig, out / f"{task}_{reward}_ggdm_pareto.png")
         items.append((f"{task} / {reward}: reward vs off-support across delta", p))
         items.append((f"{task} / {reward}: final round per delta",
-                      tabulate(rows, headers=["denoiser", "method", "delta", "reward ↑", "off-support ↓"],
-                               tablefmt="github")))
+                      tabulate(rows, headers=["denoiser", "method", "delta", "reward ↑", "off-support ↓"]
+                               + (["signed ‖x‖ − 1"] if has_signed else []), tablefmt="github")))
     return items
 
 

@@ -73,6 +73,10 @@ def frame(records: list[dict]) -> pd.DataFrame:
         if k not in df:
             df[k] = float("nan")
     df["compute"] = df["nfe"] + 2 * df["vjp"]
+    df["network_seed"] = df["network_seed"].fillna(0).astype(int) if "network_seed" in df else 0
+    # sphere: the signed ||x|| - 1 beside the absolute off-support (|.| hides an outward drift)
+    df["signed_off"] = [(m or {}).get("norm_minus_1", float("nan")) if isinstance(m, dict) else float("nan")
+                        for m in df.get("metrics", [None] * len(df))]
     return df
 
 
@@ -97,14 +101,26 @@ def _agg(col: pd.Series, se_col: pd.Series) -> tuple[float, float]:
     return float(col.iloc[0]), float(se_col.iloc[0])
 
 
+def _agg_nets(g: pd.DataFrame, col: str, se_col: str) -> tuple[float, float]:
+    """With several network seeds: the mean over networks of each network's mean, SE across networks."""
+    if "network_seed" in g and g["network_seed"].nunique() > 1:
+        m = g.groupby("network_seed")[col].mean()
+        return float(m.mean()), float(m.std(ddof=1) / math.sqrt(len(m)))
+    return _agg(g[col], g[se_col])
+
+
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, reward, denoiser, method, params, protocol, setting) at the final round."""
+    """One row per (task, reward, denoiser, method, params, protocol, setting) at the final round; runs of
+    several network seeds are aggregated over networks (``nets``), the SE then being across networks."""
     fin = final_rows(df)
     rows = []
     for key, g in fin.groupby(GROUP + SETTING, sort=False, dropna=False):
-        r, rse = _agg(g["reward_mean"], g["reward_se"])
-        o, ose = _agg(g["off_support_mean"], g["off_support_se"])
-        rows.append({**dict(zip(GROUP + SETTING, key)), "seeds": g["seed"].nunique(), "rounds": int(g["round"].max()),
+        r, rse = _agg_nets(g, "reward_mean", "reward_se")
+        o, ose = _agg_nets(g, "off_support_mean", "off_support_se")
+        signed = g.groupby("network_seed")["signed_off"].mean().mean() if "signed_off" in g else float("nan")
+        rows.append({**dict(zip(GROUP + SETTING, key)), "seeds": g["seed"].nunique(),
+                     "nets": g["network_seed"].nunique() if "network_seed" in g else 1, "signed_off": signed,
+                     "rounds": int(g["round"].max()),
                      "reward": r, "reward_se": rse, "reward_topk": float(g["reward_topk"].mean()),
                      "off_support": o, "off_support_se": ose, "nfe": int(g["nfe"].mean()), "vjp": int(g["vjp"].mean()),
                      "compute": int(g["compute"].mean()), "reward_calls": int(g["reward_calls"].mean()),
@@ -143,6 +159,18 @@ def _pm(m: float, se: float, best: bool) -> str:
     return f"**{s}**" if best else s
 
 
+def _seeds(r) -> str:
+    """Run seeds, and network seeds when there are several (the SE is then across networks)."""
+    nets = getattr(r, "nets", 1)
+    return f"{r.seeds} × {nets} nets" if nets and nets > 1 else str(r.seeds)
+
+
+def _signed(r) -> str:
+    """' (signed +0.041)' where the task reports the signed ||x|| - 1 (sphere), else ''."""
+    v = getattr(r, "signed_off", float("nan"))
+    return "" if v is None or math.isnan(v) else f" (signed {v:+.3g})"
+
+
 def _ratio(v: float) -> str:
     return "–" if v is None or math.isnan(v) else f"{v:.2f}×"
 
@@ -161,9 +189,9 @@ def _sections(table: pd.DataFrame, rows_fn, headers: list[str], note: str = "") 
 def markdown_summary(table: pd.DataFrame) -> str:
     """Mean ± SE per configuration; best reward (max) and off-support (min) per task/reward in bold."""
     def row(r, g):
-        return [r.denoiser, r.method, r.params, r.protocol, r.rounds, r.seeds,
+        return [r.denoiser, r.method, r.params, r.protocol, r.rounds, _seeds(r),
                 _pm(r.reward, r.reward_se, r.reward == g["reward"].max()),
-                _pm(r.off_support, r.off_support_se, r.off_support == g["off_support"].min()),
+                _pm(r.off_support, r.off_support_se, r.off_support == g["off_support"].min()) + _signed(r),
                 r.nfe, r.vjp, f"{r.wall_s:.2f}", _ratio(r.time_ratio)]
     return _sections(table, row, ["denoiser", "method", "params", "protocol", "rounds", "seeds", "reward ↑",
                                   "off-support ↓", "NFE ↓", "VJP ↓", "wall s ↓", "time / unguided ↓"])
@@ -177,7 +205,7 @@ def markdown_best(table: pd.DataFrame) -> str:
         same = g[g["denoiser"] == r.denoiser]
         return [r.denoiser, r.method, r.params or "(defaults)", r.protocol,
                 _pm(r.reward, r.reward_se, r.reward == same["reward"].max()),
-                _pm(r.off_support, r.off_support_se, r.off_support == same["off_support"].min()),
+                _pm(r.off_support, r.off_support_se, r.off_support == same["off_support"].min()) + _signed(r),
                 r.compute, _ratio(r.time_ratio)]
     n_cfg = table.groupby(["task", "reward_fn", "denoiser", "method", "protocol"]).size()
     note = (f"{int((n_cfg > 1).sum())} method/denoiser groups had more than one setting." if len(n_cfg) else "")

@@ -89,7 +89,7 @@ class RunSpec:
     def protocol_name(self) -> str:
         if self.rounds <= 1:
             return "one-shot"
-        return f"alg{self.algorithm}"
+        return f"alg{self.algorithm}" + ("-reuse" if self.noise == "reuse" else "")
 
 
 @dataclass

@@ -114,3 +114,28 @@ def test_reused_noise_makes_every_round_draw_round_one_noise(monkeypatch):
         assert not torch.equal(fresh[k], fresh[1])
     assert torch.equal(reuse[1], fresh[1]) and torch.equal(reuse[0], fresh[0])  # rounds 0 and 1 are unchanged
     assert torch.equal(x_reuse[1], x_fresh[1]) and not torch.equal(x_reuse[3], x_fresh[3])
+
+
+def test_report_aggregates_over_network_seeds_with_across_network_se():
+    import math
+
+    from bench.report_tables import frame, markdown_summary, summary_table
+
+    spec = {**OLD, "task": "sphere", "reward": "linear", "denoiser": "trained", "method": "naive"}
+    rewards = {(0, 0): 1.0, (0, 1): 3.0, (1, 0): 4.0, (1, 1): 4.0, (2, 0): 8.0, (2, 1): 10.0}  # (net, seed)
+    recs = [{"run_id": f"r{ns}{s}", "task": "sphere", "reward_fn": "linear", "denoiser": "trained",
+             "method": "naive", "hparams": {}, "protocol": "one-shot", "round": 1, "seed": s, "network_seed": ns,
+             "spec": {**spec, "seed": s, "network_seed": ns}, "status": "ok", "reward_mean": v, "reward_se": 0.1,
+             "reward_topk": v, "off_support_mean": 0.5, "off_support_se": 0.0, "nfe": 1, "vjp": 0,
+             "reward_calls": 0, "wall_s": 1.0, "peak_mem_mb": 1.0, "metrics": {"norm_minus_1": -0.5 + ns},
+             "device": "cpu", "n": 64}
+            for (ns, s), v in rewards.items()]
+    t = summary_table(frame(recs))
+    assert len(t) == 1
+    per_net = [2.0, 4.0, 9.0]  # each network's mean over its run seeds
+    assert t["reward"][0] == pytest.approx(5.0)
+    assert t["reward_se"][0] == pytest.approx(math.sqrt(sum((m - 5) ** 2 for m in per_net) / 2) / math.sqrt(3))
+    assert t["nets"][0] == 3 and t["seeds"][0] == 2
+    assert t["signed_off"][0] == pytest.approx(0.5)
+    md = markdown_summary(t)
+    assert "2 × 3 nets" in md and "(signed +0.5)" in md
