@@ -28,3 +28,6 @@ from .forward_only import ForwardOnly  # noqa: E402
 
 for _cls in (DPS, MPGD, Universal, FreeDoM, Polyak, ForwardOnly):
     register(_cls)
+from .best_of_n import BestOfN  # noqa: E402
+
+register(BestOfN)

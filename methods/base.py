@@ -94,6 +94,7 @@ class Method:
     strength: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
     iterative: ClassVar[bool] = False  # True: the method runs its own rounds (``rounds``)
+    search_space: ClassVar[dict | None] = None  # field -> methods.search dimension; every method declares its own
 
     def __post_init__(self):
         for f in fields(self):

@@ -50,32 +50,36 @@ class _CountVJP(torch.autograd.Function):
     """Identity whose backward increments a counter: one backward through the output = one VJP."""
 
     @staticmethod
-    def forward(ctx, x, cost):
-        ctx.cost = cost
+    def forward(ctx, x, cost, n=1):
+        ctx.cost, ctx.n = cost, n
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.cost.vjp += 1
-        return grad, None
+        ctx.cost.vjp += ctx.n
+        return grad, None, None
 
 
 class Counted:
-    """Wraps a denoiser; counts each batched ``eps`` call as one forward and each backward through
-    its output as one VJP. Gradient checkpoint recomputation is counted as forwards too (honest cost).
+    """Wraps a denoiser; counts denoiser work per returned sample: with ``batch`` = the number of returned
+    samples B, an ``eps`` call on R rows is ceil(R / B) forwards (a call on N·B rows, as best-of-N makes, is N
+    forwards per sample) and a backward through its output as many VJPs; with ``batch=None`` every call counts
+    one. Gradient checkpoint recomputation is counted as forwards too (honest cost).
     """
 
-    def __init__(self, inner: Denoiser, cost: Cost | None = None):
+    def __init__(self, inner: Denoiser, cost: Cost | None = None, batch: int | None = None):
         self.inner = inner
         self.cost = cost if cost is not None else Cost()
+        self.batch = batch
         self.schedule = inner.schedule
         self.shape = tuple(inner.shape)
 
     def eps(self, x: torch.Tensor, t) -> torch.Tensor:
-        self.cost.nfe += 1
+        n = 1 if not self.batch else max(1, -(-x.shape[0] // self.batch))
+        self.cost.nfe += n
         out = self.inner.eps(x, as_time(t, x))
         if torch.is_grad_enabled() and out.requires_grad:
-            out = _CountVJP.apply(out, self.cost)
+            out = _CountVJP.apply(out, self.cost, n)
         return out
 
     def x0_hat(self, x: torch.Tensor, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:

@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint as ckpt
 from .base import Method, Objective, bnorm2, param, per_sample
 from .dno_reg import prob_reg
 from .sampling import NoiseStream, sample_seeds
+from .search import Choice, LogRange
 
 __all__ = ["DNO", "NoiseChain"]
 
@@ -121,6 +122,7 @@ class DNO(Method):
     strength = "lr"
     iterative = True
     summary = "direct noise optimisation: optimise x_T and every injected z_t through the whole sampler"
+    search_space = {"lr": LogRange(1e-3, 3.0), "optimizer": Choice(("adamw", "sgd"))}
     lr: float = param(1e-2, "optimiser learning rate (0 = unguided)", min=0.0)
     optimizer: str = param("adamw", "optimiser over the noises", choices=("adamw", "adam", "sgd"))
     momentum: float = param(0.9, "SGD momentum", min=0.0)

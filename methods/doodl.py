@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 from .base import param
 from .dno import DNO
+from .search import LogRange
 
 
 @dataclass(frozen=True)
 class DOODL(DNO):
     name = "doodl"
     summary = "optimise x_T only through a deterministic sampler, renormalise |x_T| after each step"
+    search_space = {"lr": LogRange(0.1, 100.0)}
     lr: float = param(0.1, "SGD learning rate (0 = unguided)", min=0.0)
     optimizer: str = param("sgd", "optimiser over x_T", choices=("adamw", "adam", "sgd"))
     only_x_T: bool = param(True, "optimise x_T only (injected noises fixed)")

@@ -20,6 +20,7 @@ import torch
 
 from .base import param, per_sample
 from .policy import PolicyMethod, plain_step
+from .search import Choice, LogRange
 
 
 def grad_xt(ctx, obj, x: torch.Tensor):
@@ -38,6 +39,7 @@ class DPS(PolicyMethod):
     name = "dps"
     strength = "zeta"
     summary = "DPS: x_{t'} = sampler step + zeta grad_{x_t} r(x0_hat(x_t)) (through the denoiser)"
+    search_space = {"zeta": LogRange(1e-3, 10.0), "normalise": Choice(("none", "loss"))}
     zeta: float = param(0.05, "step size zeta on grad_{x_t} r (guidance strength; 0 = unguided)", min=0.0)
     normalise: str = param("none", "none: constant zeta; loss: zeta / |r(x0_hat)| per sample (TFG variant)",
                            choices=("none", "loss"))

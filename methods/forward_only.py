@@ -28,6 +28,7 @@ import torch
 
 from .base import param, per_sample
 from .policy import PolicyMethod, plain_step
+from .search import LogRange, Range
 
 
 def inf_norm(v: torch.Tensor) -> torch.Tensor:
@@ -50,6 +51,7 @@ class ForwardOnly(PolicyMethod):
     name = "forward-only"
     strength = "lr"
     summary = "Graikos et al.: x_t += lr J e by finite differences (forwards only), K inner moves per step"
+    search_space = {"lr": LogRange(1e-3, 3.0), "lr_decay": Range(0.05, 1.0)}
     lr: float = param(0.02, "first inner step size (inf-norm of the move of x_t; guidance strength)", min=0.0)
     lr_decay: float = param(0.2, "last inner step size = lr * lr_decay (linear in between)", min=0.0)
     K: int = param(5, "inner updates per step (each: 2 forwards)", min=1)

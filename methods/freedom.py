@@ -22,6 +22,7 @@ import torch
 from .base import param, per_sample
 from .dps import grad_xt
 from .policy import PolicyMethod, plain_step
+from .search import Choice, LogRange
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class FreeDoM(TimeTravel):
     name = "freedom"
     strength = "rho"
     summary = "FreeDoM: x_t-gradient after the step, rho sqrt(abar_t), time travel r in a window, cut-off"
+    search_space = {"rho": LogRange(0.01, 100.0), "rho_rule": Choice(("sqrt_abar", "constant"))}
     rho_rule: str = param("sqrt_abar", "rho_t = rho sqrt(abar_t) (faces code) or constant rho",
                           choices=("sqrt_abar", "constant"))
 

@@ -17,12 +17,14 @@ import torch
 
 from .base import bdot, bnorm2, per_sample
 from .ggdm import GGDMGuidance
+from .search import LogRange
 
 
 @dataclass(frozen=True)
 class LookAhead(GGDMGuidance):
     name = "look-ahead"
     summary = "GGDM look-ahead guidance G_loss: gradient of (y - g.x0_hat)^2 through the denoiser"
+    search_space = {"delta": LogRange(0.02, 200.0), "beta_coef": LogRange(0.01, 30.0)}
 
     def step_cost(self):
         return 1, 1

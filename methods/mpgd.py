@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .base import bnorm2, param, per_sample
 from .policy import PolicyMethod, plain_step
+from .search import Choice, LogRange
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class MPGD(PolicyMethod):
     name = "mpgd"
     strength = "c"
     summary = "MPGD: x0-swap x0_hat + c/sqrt(abar') grad_{x0} r, eps kept (no denoiser VJP)"
+    search_space = {"c": LogRange(1e-3, 10.0), "step_rule": Choice(("constant", "rms"))}
     c: float = param(0.05, "step size c (net shift of x_{t'} = c grad r; guidance strength)", min=0.0)
     step_rule: str = param("constant", "constant c, or rms: c / RMS(grad r) per sample",
                            choices=("constant", "rms"))

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 from .base import bdot, bnorm2, per_sample
 from .ggdm import GGDMGuidance
+from .search import LogRange
 
 
 @dataclass(frozen=True)
 class Naive(GGDMGuidance):
     name = "naive"
     summary = "GGDM naive gradient guidance G: score += beta_t (y - g.x0_hat) g"
+    search_space = {"delta": LogRange(0.02, 200.0), "beta_coef": LogRange(0.01, 100.0)}
 
     def guided_eps(self, ctx, obj, x):
         eps = ctx.den.eps(x, ctx.t)

@@ -16,6 +16,7 @@ import torch
 
 from .base import bnorm2, param, per_sample
 from .freedom import TimeTravel
+from .search import LogRange
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Polyak(TimeTravel):
     name = "polyak"
     strength = "rho"
     summary = "Shen et al. Polyak step rho ||eps|| / ||grad||^2 on the x_t-gradient (FreeDoM stepping)"
+    search_space = {"rho": LogRange(1e-5, 3e-2)}
     rho: float = param(3e-4, "Polyak scale rho (guidance strength; 0 = unguided; unstable from ~1e-3)", min=0.0)
     r: int = param(1, "time-travel repetitions inside the window (1 = off)", min=1)
     augment: int = param(0, "random augmentation copies M (image tasks only; 0 = off)", min=0)

@@ -83,7 +83,7 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
         if protocol.noise != "fresh":
             raise ValueError(f"noise={protocol.noise!r} applies to per-round methods; "
                              f"{method.name!r} runs its own rounds")
-        yield from method.iterate(Counted(denoiser, cost), reward, cost, protocol, batch=batch, seed=seed,
+        yield from method.iterate(Counted(denoiser, cost, batch), reward, cost, protocol, batch=batch, seed=seed,
                                   sampler=sampler, device=device, dtype=dtype)
         return
     ft_net = ft_opt = None
@@ -95,7 +95,7 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
         for p in ft_net.parameters():
             p.requires_grad_(True)
         ft_opt = torch.optim.Adam(ft_net.parameters(), lr=protocol.ft_lr, betas=(0.9, 0.99))
-    den = Counted(denoiser, cost)
+    den = Counted(denoiser, cost, batch)  # counts work per returned sample (rows / batch per call)
     shape = den.shape
     unguided = REGISTRY["unguided"]()
     noise = NoiseStream(sample_seeds(seed, 0, batch), shape, device, dtype)

@@ -10,3 +10,4 @@ from .base import PerStepMethod
 class Unguided(PerStepMethod):
     name = "unguided"
     summary = "plain sampler, reward ignored (the baseline every method is compared with)"
+    search_space = {}  # nothing to tune

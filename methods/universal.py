@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from .base import param
 from .dps import grad_xt
 from .policy import PolicyMethod, plain_step
+from .search import LogRange
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Universal(PolicyMethod):
     name = "universal"
     strength = "s"
     summary = "universal guidance: eps-swap forward, x0-space backward (eps recomputed), self-recurrence k"
+    search_space = {"s": LogRange(1e-3, 10.0), "lr_b": LogRange(0.1, 10.0)}
     s: float = param(0.05, "guidance weight s (forward eps shift; also scales the backward step)", min=0.0)
     forward: bool = param(True, "forward guidance: eps_hat = eps - s sqrt(1-abar) grad_{x_t} r")
     m: int = param(1, "backward guidance: inner gradient steps on Delta in x0 space (0 = off)", min=0)
