@@ -22,7 +22,7 @@ from .runner import RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SPEC_FIELDS = {f.name for f in fields(RunSpec)} - {"task", "reward", "denoiser", "method", "params", "seed"}
-TOP_KEYS = {"description", "figures", "seeds", "grid", "plugins"} | SPEC_FIELDS
+TOP_KEYS = {"description", "figures", "seeds", "grid", "plugins", "tune"} | SPEC_FIELDS
 GRID_KEYS = {"tasks", "rewards", "denoisers", "methods", "exclude", "params", "seeds"} | SPEC_FIELDS
 
 
@@ -39,6 +39,7 @@ class Suite:
     defaults: dict = field(default_factory=dict)
     grids: list = field(default_factory=list)
     plugins: list = field(default_factory=list)  # module names / .py paths (relative to the TOML file)
+    tune: dict = field(default_factory=dict)  # [tune] table: the fair-comparison protocol (bench/tune.py)
 
 
 def available() -> list[str]:
@@ -83,7 +84,10 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(x, str) and x for x in plugins):
         raise SuiteError(f"{p}: 'plugins' must be a list of module names or .py paths")
-    return Suite(p.stem, p, data.get("description", ""), figures, defaults, grids, plugins)
+    tune = data.get("tune", {})
+    if not isinstance(tune, dict):
+        raise SuiteError(f"{p}: [tune] must be a table")
+    return Suite(p.stem, p, data.get("description", ""), figures, defaults, grids, plugins, tune)
 
 
 def _as_list(v) -> list:
@@ -252,10 +256,8 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
 
 def _run_locked(specs, out, executor, progress, log, retry_failed) -> dict:
     import signal
-    import sys
 
-    from tqdm import tqdm
-
+    from .progress import Progress
     from .records import RecordWriter
     from .resume import ARCHIVE
 
@@ -279,15 +281,15 @@ def _run_locked(specs, out, executor, progress, log, retry_failed) -> dict:
     # both signals explicitly: a process started in the background inherits SIGINT as ignored
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     old_int = signal.signal(signal.SIGINT, _raise_interrupt) if _main_thread() else None
-    bar = tqdm(total=len(todo), desc=f"runs ({executor.describe()})", disable=None if progress else True,
-               file=sys.stderr, unit="run")
+    bar = Progress(len(todo), f"runs ({executor.describe()})", "run", enabled=progress)  # plain lines off a TTY
+    failed_before = len(failed)
     try:
         with RecordWriter(out) as w, executor as ex:
             for i, records in ex.imap_unordered(default_fn(), todo):
                 if isinstance(records, TaskFailed):  # nothing recorded: a re-run retries it
                     failed.add(todo[i].run_id)
                     log(f"worker failed on {todo[i].method} on {todo[i].task}/{todo[i].denoiser}: {records}")
-                    bar.update(1)
+                    bar.update(1, failed=len(failed) - failed_before)
                     continue
                 w.write_run(records)  # the whole run at once, signals held: a kill loses only runs in flight
                 counts["ran"] += 1
@@ -296,7 +298,7 @@ def _run_locked(specs, out, executor, progress, log, retry_failed) -> dict:
                     err = records[-1]
                     log(f"run {err.get('status')}: {todo[i].method} on {todo[i].task}/{todo[i].denoiser}: "
                         f"{err.get('error')}")
-                bar.update(1)
+                bar.update(1, failed=len(failed) - failed_before)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {counts['ran']} new runs; finished runs are kept in {out}") from None
     finally:
@@ -376,6 +378,10 @@ def cmd_suite(a) -> int:
     out = Path(a.out or Path("results") / suite.name)
     specs = under_out(specs, out)
     validate(specs)
+    if suite.tune:  # the fair-comparison protocol: tune on tuning seeds, report on report seeds, leaderboard
+        from .tune import cmd_tuned
+
+        return cmd_tuned(a, suite, specs, out)
     if a.dry_run:
         from .report import short_params
 

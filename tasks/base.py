@@ -55,6 +55,10 @@ class Task:
     shape: tuple[int, ...] = ()
     summary: str = ""
     denoiser_kinds: dict[str, str] = DENOISER_KINDS
+    # fair comparison (bench/tune.py): a batch is on support when its mean off-support is at most
+    # support_tolerance x the unguided batch's (same denoiser and seeds) + support_floor
+    support_tolerance: float = 2.0
+    support_floor: float = 0.01
 
     def __init__(self, T: int = 200):
         self.schedule = Schedule(T)
