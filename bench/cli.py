@@ -170,16 +170,15 @@ def cmd_run(a) -> int:
         torch.set_num_threads(a.threads)
     check_spec(spec)
     build(spec)  # validate everything before anything is written
-    bar = Progress(spec.rounds + 1, f"{spec.method} on {spec.task}/{spec.denoiser}", "round")
     status, last = 0, None
-    with DirLock(a.out, "bench run"), RecordWriter(a.out) as w:  # one writer per out dir
+    with DirLock(a.out, "bench run"), RecordWriter(a.out) as w, \
+            Progress(spec.rounds + 1, f"{spec.method} on {spec.task}/{spec.denoiser}", "round") as bar:
         for rec in iter_records(spec, progress=lambda r: bar.update(1)):
             w.write(rec)
             last = rec
             if rec["status"] != "ok":
                 status = EXIT_FAIL
                 print(f"run {rec['status']}: {rec['error']}", file=sys.stderr)
-    bar.close()
     if last and last["status"] == "ok":
         print(f"round {last['round']}: reward {last['reward_mean']:.4f} ± {last['reward_se']:.4f}, "
               f"off-support {last['off_support_mean']:.3g}, nfe {last['nfe']}, vjp {last['vjp']}, "
@@ -349,6 +348,9 @@ def make_parser() -> argparse.ArgumentParser:
     add_suite(sub)
     add_compare(sub)
     add_archive(sub)
+    from .validate import add_parser as add_validate
+
+    add_validate(sub)
 
     pt = sub.add_parser("pretrain", help="train and cache a task's score network (done on first use otherwise)")
     pt.add_argument("--task", required=True, help="task name (see `bench list`)")

@@ -1,12 +1,13 @@
 """Progress that stays visible without a terminal: a tqdm bar on a TTY, periodic plain lines otherwise.
 
 Without a TTY (CI logs, ``nohup``, pipes) tqdm with ``disable=None`` prints nothing, so ``Progress`` writes one
-line such as ``[bench] runs: 12/44 done, 3 failed, 35 s elapsed, ~80 s left`` every ``every_s`` seconds or every
-10 % of the total, whichever comes first, and a last line on ``close``.
+line such as ``[bench] runs: 12/44 runs done, 3 failed, 35 s elapsed, ~80 s left`` every 10 % of the total, and
+every ``every_s`` seconds even when nothing finished (a background thread), and a last line on ``close``.
 """
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 EVERY_S = 10.0  # seconds between plain lines at most
@@ -39,6 +40,10 @@ class Progress:
         tty = _isatty(self.file) if tty is None else tty
         self._bar = None
         self._lines = enabled and not tty
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if self._lines:  # a line every every_s seconds even while a long run is in flight
+            threading.Thread(target=self._heartbeat, name="progress-lines", daemon=True).start()
         if enabled and tty:
             from tqdm import tqdm
 
@@ -78,8 +83,7 @@ class Progress:
 
     def _due(self) -> bool:
         step = max(1, int(self.total * EVERY_FRAC))
-        return (time.monotonic() - self._last_t >= self.every_s or self.n // step > self._last_n // step
-                or self.n >= self.total)
+        return self.n // step > self._last_n // step or self.n >= self.total
 
     def line(self) -> str:
         el = time.monotonic() - self.t0
@@ -94,10 +98,17 @@ class Progress:
         return ", ".join(parts)
 
     def _print(self) -> None:
-        print(self.line(), file=self.file, flush=True)
-        self._last_t, self._last_n = time.monotonic(), self.n
+        with self._lock:
+            print(self.line(), file=self.file, flush=True)
+            self._last_t, self._last_n = time.monotonic(), self.n
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(1.0, self.every_s)):
+            if self._lines and time.monotonic() - self._last_t >= self.every_s:
+                self._print()
 
     def close(self) -> None:
+        self._stop.set()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
