@@ -153,8 +153,8 @@ def test_last_k_keeps_earlier_noise_and_round_zero(small_T_tasks):
     assert part.rows == [7, 8, 9] and len(grads) == 3  # z_6 (bridge step), z_7, z_8 (z_9 of the last step is unused)
     with torch.no_grad():
         assert torch.equal(full.forward(fv), part.forward(pv))  # the cached prefix is the same chain
-    _, out = rewards_by_round(task, make_method("dno", {"last_k": "3", "lr": "0.1"}), 2)
-    assert not torch.equal(out[0]["x"], out[2]["x"])
+    r, out = rewards_by_round(task, make_method("dno", {"last_k": "3", "lr": "0.1"}), 2)
+    assert r[0] < r[1] < r[2]  # optimising the last 3 noises alone still raises the reward every round
 
 
 def test_doodl_renormalises_x_T_and_needs_only_x_T(small_T_tasks):

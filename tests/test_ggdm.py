@@ -40,8 +40,12 @@ def test_one_guided_pass_matches_posterior_mean_for_on_support_direction(subspac
     x = make_method(name, {"delta": y, "sigma": sigma}).sample(
         den, obj, NoiseStream(sample_seeds(0, 1, B), (64,)), Sampler())
     gx = x @ g[0]
-    expected = y * 4 / (sigma**2 + 4)
-    assert abs(float(gx.mean()) - expected) < 4 * float(gx.std()) / math.sqrt(B) + 0.02
+    # reference law of g.x0 given y: mean y g'Sg / (sigma^2 + g'Sg), variance g'Sg sigma^2 / (sigma^2 + g'Sg)
+    mean_ref, sd_ref = y * 4 / (sigma**2 + 4), math.sqrt(4 * sigma**2 / (sigma**2 + 4))
+    assert abs(float(gx.mean()) - mean_ref) < 4 * sd_ref / math.sqrt(B)  # 4 reference standard errors
+    # the spread too (a wrong beta_t widens it: beta_coef 0.5 gives 0.25); the 200-step sampler measures
+    # 0.088, 12% under the exact 0.0999, so the band is 20% of the reference
+    assert abs(float(gx.std()) - sd_ref) < 0.2 * sd_ref, float(gx.std())
 
 
 def test_naive_leaves_support_more_than_lookahead_on_trained_free_case(subspace):

@@ -186,13 +186,19 @@ def test_bad_policy_and_augment_rejected(small_T_tasks):
                                          ("forward-only", {"lr": "0.05"}), ("universal", {"s": "0.05"}),
                                          ("freedom", {"rho": "0.05"}), ("polyak", {"rho": "0.01"})])
 def test_guidance_increases_reward_on_subspace(name, params, subspace):
-    """f1-theta1 (theta on the support): every method raises the mean reward over unguided sampling."""
+    """f1-theta1 (theta on the support): from the unguided level (E f1 = 0 under the data, ggdm.md §2.1; this
+    batch 0.58) every method gets close to the optimum 10 and stays on the support (both directions are on
+    span(A) for the oracle, so the off-support ratio is 0 up to float32 rounding). The minimum gap closed is per
+    method: at half these strengths they reach dps 9.0, mpgd 9.5, forward-only 9.97, universal 6.5,
+    freedom 7.9, polyak 5.0, below each bound."""
     sampler = Sampler("ddpm", steps=40)
     out = run(subspace, make_method(name, params), reward="f1-theta1", batch=16, sampler=sampler)
     r = subspace.rewards["f1-theta1"]
     r0, r1 = float(r(out[0]["x"]).mean()), float(r(out[1]["x"]).mean())
-    assert r1 > r0 + 3.0, (name, r0, r1)
-    assert float(subspace.off_support(out[1]["x"]).mean()) < 0.5
+    bound = {"dps": 9.5, "mpgd": 9.8, "forward-only": 9.98, "universal": 8.0, "freedom": 9.0, "polyak": 7.0}[name]
+    assert abs(r0) < 4 * 6.16 / 4  # 4 SE of the unguided mean (sd of f1 under the data: sqrt(38))
+    assert bound < r1 <= 10.0, (name, r0, r1)
+    assert float(subspace.off_support(out[1]["x"]).max()) < 1e-3
 
 
 @pytest.mark.parametrize("name", TOOLBOX)
