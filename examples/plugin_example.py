@@ -23,6 +23,7 @@ import methods
 import tasks
 from methods import PerStepMethod, param
 from methods.base import bnorm2, per_sample
+from methods.search import LogRange
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class UnitDPS(PerStepMethod):
     strength = "zeta"
     summary = "DPS with a fixed step length: x_{t'} = sampler step + zeta d/||d||, d = grad_{x_t} r(x0_hat)"
     zeta: float = param(0.1, "step length per sampler step (guidance strength; 0 = unguided)", min=0.0)
+    search_space = {"zeta": LogRange(1e-3, 1.0)}  # what tuning searches (methods/search.py)
 
     def step_cost(self):
         return (1, 1) if self.zeta > 0 else (1, 0)
