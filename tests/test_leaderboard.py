@@ -1,0 +1,105 @@
+"""Leaderboard: flags keep planted bad rows from rank 1, ties, budget reading, bootstrap coverage."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.leaderboard import build_rows, markdown
+from bench.leaderboard_stats import bootstrap_ci, read_at_budget, tied
+
+OPTIMUM = 1.0
+INFO = lambda task, reward: (2.0, 0.01, OPTIMUM)  # noqa: E731  (tolerance, floor, optimum)
+
+
+def records(run_id, rewards, offs, rounds=1, nfe=20, vjp=0, status="ok"):
+    out = [{"run_id": run_id, "round": 0, "status": "ok", "nfe": 10, "vjp": 0, "reward_mean": 0.0,
+            "off_support_mean": 0.0, "reward_per_sample": [0.0] * len(rewards),
+            "off_support_per_sample": [0.0] * len(rewards)}]
+    for k in range(1, rounds + 1):
+        out.append({"run_id": run_id, "round": k, "status": status, "nfe": 10 + k * (nfe - 10), "vjp": k * vjp,
+                    "reward_mean": float(np.mean(rewards)), "off_support_mean": float(np.mean(offs)),
+                    "reward_per_sample": list(map(float, rewards)), "off_support_per_sample": list(map(float, offs))})
+    return out
+
+
+def entry(method, label=None, rounds=1, seeds=(0,)):
+    return {"task": "toy", "reward": "r", "denoiser": "oracle", "network_seed": 0, "method": method,
+            "label": label or method, "params": {}, "planned_rounds": rounds,
+            "run_ids": {str(s): f"{label or method}-{s}" for s in seeds}, "trials": 4, "tuning_seeds": [9],
+            "report_seeds": list(seeds)}
+
+
+def plan(entries, tiers=(2.0,)):
+    return {"c": 2.0, "tiers": list(tiers), "unit": {"toy/r/oracle/0": 10}, "trials": 4, "T": 10,
+            "entries": entries, "notes": []}
+
+
+rng = np.random.default_rng(0)
+N = 64
+BASE = rng.normal(0.0, 0.1, N)
+ON = np.full(N, 0.01)  # the unguided off-support: limit = 2 * 0.01 + 0.01 = 0.03
+
+
+@pytest.mark.parametrize("planted", ["off-support", "above-optimum"])
+def test_planted_bad_row_is_flagged_and_never_first(planted):
+    bad_r = BASE + (5.0 if planted == "above-optimum" else 0.9)  # higher than the honest method
+    bad_o = ON * (30 if planted == "off-support" else 1)
+    recs = (records("unguided-0", BASE, ON) + records("good-0", BASE + 0.5, ON)
+            + records("bad-0", bad_r, bad_o))
+    rows = build_rows(plan([entry("unguided"), entry("good"), entry("bad")]), recs, INFO)
+    by = {r["method"]: r for r in rows}
+    assert planted in by["bad"]["flags"].split(",")
+    assert by["bad"]["rank"] is None
+    assert by["good"]["rank"] == 1 and not by["good"]["flags"]
+    assert rows[0]["method"] == "good"  # a flagged row is listed after every ranked one
+    md = markdown(rows, plan([]))
+    assert "**bad**" not in md and "**good**" in md
+
+
+def test_no_effect_incomplete_and_diverged_flags():
+    recs = (records("unguided-0", BASE, ON) + records("same-0", BASE + 0.001, ON)
+            + records("div-0", np.r_[BASE[:-1], np.inf], ON, status="ok")
+            + records("short-0", BASE + 0.5, ON, rounds=1))
+    ents = [entry("unguided"), entry("same"), entry("div"), entry("short", rounds=3)]
+    rows = build_rows(plan(ents), recs, INFO)
+    by = {r["method"]: r for r in rows}
+    assert "no-effect" in by["same"]["flags"]
+    assert "diverged" in by["div"]["flags"]
+    assert "incomplete" in by["short"]["flags"]
+    assert by["unguided"]["rank"] == 1  # every other row is flagged
+
+
+def test_ties_with_the_leader_share_rank_one():
+    noise = rng.normal(-0.5, 0.3, N)  # common random numbers: the same per-sample noise in every method
+    recs = (records("unguided-0", noise, ON) + records("a-0", noise + 0.4, ON)
+            + records("b-0", noise + 0.4 - 1e-4 * rng.normal(size=N), ON) + records("c-0", noise + 0.2, ON))
+    rows = build_rows(plan([entry("unguided"), entry("a"), entry("b"), entry("c")]), recs, INFO)
+    ranks = {r["method"]: r["rank"] for r in rows}
+    assert ranks["a"] == 1 and ranks["b"] == 1 and ranks["c"] == 3
+
+
+def test_iterative_rows_read_at_the_round_fitting_the_tier():
+    recs = records("unguided-0", BASE, ON) + records("it-0", BASE + 0.5, ON, rounds=3, nfe=30, vjp=10)
+    # cumulative NFE-eq of round k: 10 + 20k + 2 * 10k = 10 + 40k -> 50, 90, 130
+    assert read_at_budget(records("x", BASE, ON, rounds=3, nfe=30, vjp=10), 100)["round"] == 2
+    rows = build_rows(plan([entry("unguided"), entry("it", rounds=3)], tiers=(2.0, 5.0, 9.0, 14.0)), recs, INFO)
+    got = {(r["tier"], r["method"]): r["round"] for r in rows}
+    assert ("it" not in {m for (t, m) in got if t == 2.0})  # 50 > 20: not within the smallest tier
+    assert got[(5.0, "it")] == 1 and got[(9.0, "it")] == 2 and got[(14.0, "it")] == 3
+
+
+def test_bootstrap_interval_covers_a_known_mean_at_its_level():
+    """Percentile bootstrap of the mean of n = 64 N(mu, 1) samples: coverage ~ 95 %. With 300 replicates the
+    binomial SD of the coverage is 1.3 points, so [0.90, 0.99] is about -4 .. +3 SD."""
+    gen = np.random.default_rng(123)
+    mu, hits, reps = 0.7, 0, 300
+    for i in range(reps):
+        lo, hi = bootstrap_ci(gen.normal(mu, 1.0, 64), reps=1000, seed=i)
+        hits += lo <= mu <= hi
+    assert 0.90 <= hits / reps <= 0.99
+
+
+def test_paired_tie_detects_a_real_difference():
+    x = rng.normal(0, 1, 200)
+    assert tied(x, x + 1e-3 * rng.normal(size=200))
+    assert not tied(x + 0.05, x)  # tiny but consistent paired shift: significant under CRN

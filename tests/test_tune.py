@@ -1,0 +1,101 @@
+"""Equal-budget tuning: equal trial counts, one shared search, disjoint seeds, support-constrained selection."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+
+import pytest
+
+from bench.runner import RunSpec
+from bench.suite import SuiteError
+from bench.tune import TuneConfig, _params_at, _select, n_grid, plan_trials, propose
+from methods import REGISTRY, make_method
+
+
+def test_overlapping_or_bad_seed_sets_rejected():
+    with pytest.raises(SuiteError, match="disjoint"):
+        TuneConfig.from_table({"tuning_seeds": [0, 1], "report_seeds": [1, 2]})
+    with pytest.raises(SuiteError, match="unknown key"):
+        TuneConfig.from_table({"trails": 3})
+    with pytest.raises(SuiteError, match="trials"):
+        TuneConfig.from_table({"trials": 0})
+
+
+@pytest.mark.parametrize("trials", [1, 4, 7])
+def test_every_method_gets_the_same_number_of_valid_trials(trials):
+    """Grid + refinement = ``trials`` for every registered method with a search space, whatever its history,
+    and every proposed configuration is accepted by the method."""
+    cfg = TuneConfig(trials=trials, tuning_seeds=[5], report_seeds=[0])
+    g = ("subspace", "f1-theta2", "oracle", 0)
+    tmpl = {(g, m): RunSpec(method=m, batch=2, T=10, steps=3) for m in REGISTRY}
+    plan = plan_trials(tmpl, cfg)
+    counts = Counter()
+    for (gg, m), ts in plan.items():
+        space = REGISTRY[m].search_space
+        if not space:
+            continue
+        for feasible in (True, False):  # refinement exists whether or not the grid found a feasible trial
+            hist = [{"u": t["u"], "score": float(i), "feasible": feasible} for i, t in enumerate(ts)]
+            more = propose(space, trials, hist, 0)
+            counts[(m, feasible)] = len(ts) + len(more)
+            for u in more:
+                make_method(m, _params_at(space, u))
+        assert all(len(t["specs"]) == 1 and t["specs"][0].seed == 5 for t in ts)
+    assert set(counts.values()) == {trials}
+    assert len(plan[(g, "unguided")]) == 1  # nothing to tune: one baseline run
+    assert n_grid(trials) + (trials - n_grid(trials)) == trials
+
+
+def test_selection_skips_infeasible_trials():
+    ts = [{"score": 9.0, "off": 5.0, "feasible": False}, {"score": 2.0, "off": 0.0, "feasible": True},
+          {"score": 3.0, "off": 0.001, "feasible": True}]
+    assert _select(ts)["score"] == 3.0
+    none = [{"score": 9.0, "off": 5.0, "feasible": False}, {"score": 1.0, "off": 0.5, "feasible": False}]
+    assert _select(none)["off"] == 0.5
+
+
+SUITE = """
+description = "tiny fair comparison (tests)"
+batch = 4
+T = 20
+steps = 4
+[tune]
+trials = 3
+tuning_seeds = [100, 101]
+report_seeds = [0, 1]
+tiers = [2, 4]
+iterative_rounds = 2
+[[grid]]
+tasks = ["subspace"]
+denoisers = ["oracle"]
+methods = ["unguided", "naive", "dps", "best-of-n", "dno"]
+"""
+
+
+def test_suite_tunes_then_reports_on_disjoint_seeds(tmp_path):
+    from bench.cli import main
+    from bench.records import read_records
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(SUITE)
+    out = tmp_path / "out"
+    assert main(["suite", str(path), "--out", str(out), "--no-report"]) == 0
+    tune_seeds = {r["seed"] for r in read_records(out / "tune")}
+    report_seeds = {r["seed"] for r in read_records(out)}
+    assert tune_seeds == {100, 101} and report_seeds == {0, 1}
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    per_method = Counter(r["method"] for r in rows)
+    assert per_method.pop("unguided") == 1
+    assert set(per_method.values()) == {3}, per_method
+    plan = json.loads((out / "leaderboard_plan.json").read_text())
+    labels = {e["label"] for e in plan["entries"]}
+    assert "best-of-n N=3" in labels  # the 4-pass tier's best-of-N
+    board = list(csv.DictReader(open(out / "leaderboard.csv")))
+    assert board and all(float(r["nfe_eq"]) <= float(r["budget"]) for r in board)
+    for tier in {r["tier"] for r in board}:
+        first = [r for r in board if r["tier"] == tier][0]
+        assert first["flags"] == "" and first["rank"] == "1"
+    assert (out / "tuning.png").exists() and (out / "leaderboard.md").exists()
+    assert not math.isnan(float(board[0]["reward_mean"]))
