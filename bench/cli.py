@@ -281,6 +281,8 @@ def cmd_pretrain(a) -> int:
     from .progress import steps
 
     over = {"steps": a.train_steps} if a.train_steps else {}
+    if a.network_seed:
+        over["seed"] = a.network_seed  # the network seed is the training seed (a separate cached file)
     load_or_train(task, arch=a.arch, force=a.force, progress=steps, **over)
     print(checkpoint_info(task, arch=a.arch, **over))
     return EXIT_OK
@@ -358,6 +360,7 @@ def make_parser() -> argparse.ArgumentParser:
     pt.add_argument("--T", type=int, default=200, help="diffusion steps of the schedule")
     pt.add_argument("--train-steps", type=int, default=None, help="override the number of training steps")
     pt.add_argument("--force", action="store_true", help="retrain even if a valid checkpoint is cached")
+    pt.add_argument("--network-seed", type=int, default=0, help="training seed (0: the default network)")
     pt.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
     pt.set_defaults(fn=cmd_pretrain)
     add_plugin_option(p, "plugin_top")
