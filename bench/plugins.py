@@ -85,7 +85,10 @@ def load_plugin(spec: str, base: Path | None = None):
         else:
             mod = importlib.import_module(spec)
     except (Exception, SystemExit) as e:
-        raise PluginError(f"plugin {spec}: {_one_line(e)}") from None
+        hint = ""
+        if isinstance(e, ModuleNotFoundError) and e.name == spec.split(".")[0] and Path(spec + ".py").is_file():
+            hint = f" (not on sys.path; give the file instead: --plugin ./{spec}.py)"
+        raise PluginError(f"plugin {spec}: {_one_line(e)}{hint}") from None
     _loaded[key] = mod
     if getattr(mod, "__file__", None):
         _files[key] = str(Path(mod.__file__).resolve())
