@@ -133,6 +133,16 @@ def test_zeroth_order_estimators_improve_reward(grad, gain, small_T_tasks):
     assert (out[-1]["cost"].nfe, out[-1]["cost"].vjp) == (10 + 8 * nfe, 8 * vjp)
 
 
+@pytest.mark.parametrize("grad", ["hybrid", "zo"])
+def test_zeroth_order_estimators_are_per_sample(grad, small_T_tasks):
+    """Every normalisation and perturbation is per sample: sample i's trajectory does not depend on the batch."""
+    task = small_T_tasks["subspace"]
+    method = make_method("dno", {"lr": "0.05", "grad": grad, "zo_samples": "3", "zo_mu": "0.05", "gamma": "0.5"})
+    _, big = rewards_by_round(task, method, 2, batch=5)
+    _, small = rewards_by_round(task, method, 2, batch=2)
+    torch.testing.assert_close(small[-1]["x"], big[-1]["x"][:2], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("params", [{"checkpoint": "false"}, {"last_k": "4"}, {"last_k": "4", "grad": "hybrid"},
                                     {"gamma": "1"}])
 def test_cost_counts_match_formula(params, small_T_tasks):
