@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -303,8 +304,9 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
           f"{cfg.trials} trials each on tuning seeds {cfg.tuning_seeds}, report seeds {cfg.report_seeds}, "
           f"tiers {cfg.tiers} unguided passes", file=sys.stderr)
     if a.dry_run:
-        print(f"grid stage: {n_tune} tuning runs; then {sum(max(0, cfg.trials - n_grid(cfg.trials)) for k in tmpl)}"
-              f" x {len(cfg.tuning_seeds)} refinement runs and the report runs")
+        n_ref = sum(cfg.trials - n_grid(cfg.trials) for ts in trials.values() if ts[0]["stage"] == "grid")
+        print(f"grid stage: {n_tune} tuning runs; then {n_ref * len(cfg.tuning_seeds)} refinement runs and "
+              f"{len(cfg.report_seeds)} report runs per method (more for best-of-n: one N per tier)")
         return 0
     kind = a.executor or ("dask" if a.scheduler else "process" if a.workers > 1 else "serial")
     torch.set_num_threads(a.threads)
@@ -321,7 +323,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
     tune_dir = out / "tune"
     try:
         with DirLock(out, "bench suite " + suite.name), DirLock(tune_dir, "bench suite " + suite.name):
-            nets = pretrain_needed(specs, parallel=max(a.workers, 1) if not a.scheduler else 1)
+            nets = pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if not a.scheduler else 1)
             if nets:
                 print(f"networks ready after {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             run([s for ts in trials.values() for t in ts for s in t["specs"]], tune_dir)
