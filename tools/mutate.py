@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutants import MUTANTS, TESTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+CHILDREN: set[int] = set()  # forked test runs in flight (killed on SIGINT / SIGTERM)
 IGNORE = shutil.ignore_patterns(".git", "results", "reports", "__pycache__", ".pytest_cache", "*.egg-info")
 
 
@@ -58,7 +60,11 @@ def pytest(copy: Path, files: list[str], timeout: float) -> tuple[str, float, st
     else:
         log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         pid = os.fork()
+        if pid > 0:
+            CHILDREN.add(pid)
         if pid == 0:  # child: run pytest in the copy, never return into the parent's code
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             try:
                 os.dup2(log.fileno(), 1)
                 os.dup2(log.fileno(), 2)
@@ -77,11 +83,13 @@ def pytest(copy: Path, files: list[str], timeout: float) -> tuple[str, float, st
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
+                CHILDREN.discard(pid)
                 rc = os.waitstatus_to_exitcode(status)
                 break
             if time.perf_counter() - t0 > timeout:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
+                CHILDREN.discard(pid)
                 return "timeout", time.perf_counter() - t0, ""
             time.sleep(0.2)
         out = Path(log.name).read_text(errors="replace")
@@ -150,6 +158,18 @@ def main(argv=None) -> int:
         fail("--jobs must be >= 1")
 
     with tempfile.TemporaryDirectory(prefix="gb-mutate-") as tmp:
+        def stop(signum, frame):  # kill the test runs in flight, remove the copies, exit 130
+            for pid in list(CHILDREN):
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            shutil.rmtree(tmp, ignore_errors=True)
+            print("mutate: interrupted", file=sys.stderr, flush=True)
+            os._exit(130)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         copies = [make_copy(Path(tmp), f"repo{j}") for j in range(args.jobs)]
         if not args.no_baseline:
             files = sorted({f for m in chosen for f in test_files(m, args.exclude_tests)})
