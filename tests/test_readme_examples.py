@@ -12,8 +12,9 @@ in README order, and must exit 0. The one rule for what is changed, so the test 
 - a segment of ``a && b`` that is not a ``bench`` command (``pip``, ``pytest``, ``<change code>``) is not run, and a
   line ending in ``# no-test`` is skipped (for a command that truly cannot run here; use sparingly).
 
-Commands with ``--plugin`` (or ``GUIDANCE_BENCH_PLUGINS``) run in a subprocess, so the plugins they register do not
-leak into the other tests; the rest run in this process (fast)."""
+Commands that may load plugins (``--plugin``, ``GUIDANCE_BENCH_PLUGINS``, a suite given as a ``.toml`` file, which
+can list ``plugins``) run in a subprocess, so what they register does not leak into the other tests; the rest run
+in this process (fast), and the test checks that they left the method and task registries as they were."""
 from __future__ import annotations
 
 import contextlib
@@ -150,7 +151,7 @@ SHIM = ("import sys; sys.path.insert(0, {tests!r}); import tiny_nets; tiny_nets.
 
 def run_bench(argv: list[str], env: dict, work: Path, monkeypatch) -> tuple[int, str]:
     """Exit status and output of one command: in this process, or in a subprocess when it loads plugins."""
-    if "--plugin" in argv or "GUIDANCE_BENCH_PLUGINS" in env:
+    if "--plugin" in argv or "GUIDANCE_BENCH_PLUGINS" in env or any(t.endswith(".toml") for t in argv):
         proc = subprocess.run([sys.executable, "-c", SHIM.format(tests=str(ROOT / "tests")), *argv], cwd=work,
                               env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
         return proc.returncode, proc.stdout + proc.stderr
@@ -189,6 +190,10 @@ def test_readme_examples_run_as_written(tiny_networks, tmp_path, monkeypatch):
     work = scratch(tmp_path)
     (work / "tmp").mkdir()
     monkeypatch.chdir(work)
+    from methods import REGISTRY
+    from tasks import TASKS
+
+    registries = (set(REGISTRY), set(TASKS))
     failures = []
     for line, env, argv in cmds:
         argv = tiny(argv, work / "tmp")
@@ -200,4 +205,5 @@ def test_readme_examples_run_as_written(tiny_networks, tmp_path, monkeypatch):
         if rc != 0:
             tail = "\n    ".join(out.strip().splitlines()[-3:])
             failures.append(f"README.md:{line}: bench {shlex.join(argv)} -> exit {rc}\n    {tail}")
+        assert (set(REGISTRY), set(TASKS)) == registries, f"README.md:{line} registered a plugin in this process"
     assert not failures, "\n".join(failures)
