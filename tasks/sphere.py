@@ -72,6 +72,14 @@ class Sphere(Task):
     version = 1
     shape = (64,)
     summary = "x uniform on the unit sphere S^63 (GGDM 'unit_ball' simulation)"
+    # bench validate checks (metric, points, h_max, limit): worst grid time with h <= h_max must be <= limit
+    validation = (
+        ("eps_rel_mse", "on", 0.9, 0.1),
+        ("x0_err", "on", 0.9, 0.1),
+        ("vjp_rel_err", "on", 0.25, 0.5),
+        ("radial_slope_err", "on", 0.002, 0.2),
+        ("radial_slope_err", "off", 0.002, 0.2),
+    )
 
     def __init__(self, T: int = 200):
         super().__init__(T)
@@ -93,3 +101,7 @@ class Sphere(Task):
 
     def oracle(self, device):
         return SphereOracle(self.schedule, self.shape).to(device)
+
+    def push_off(self, x0, generator):
+        """Clean points moved off the sphere: radius scaled by 1 + U(-0.2, 0.2) (guidance drifts radially)."""
+        return x0 * (1 + 0.4 * (torch.rand(x0.shape[0], 1, generator=generator) - 0.5))

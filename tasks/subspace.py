@@ -38,6 +38,14 @@ class Subspace(Task):
     version = 1
     shape = (64,)
     summary = "x = A^T u on a 16-dim subspace of R^64, u ~ N(0, I) (GGDM linear-latent simulation)"
+    # bench validate checks (metric, points, h_max, limit): worst grid time with h <= h_max must be <= limit
+    validation = (
+        ("eps_rel_mse", "on", 0.9, 0.1),
+        ("x0_err", "on", 0.9, 0.1),
+        ("vjp_rel_err", "on", 0.25, 0.5),
+        ("leak", "on", 0.25, 0.2),
+        ("leak", "off", 0.25, 0.2),
+    )
 
     def __init__(self, T: int = 200):
         super().__init__(T)
@@ -82,3 +90,9 @@ class Subspace(Task):
 
     def oracle(self, device):
         return SubspaceOracle(self.P, self.schedule, self.shape).to(device)
+
+    def push_off(self, x0, generator):
+        """Clean points moved off the subspace by a random orthogonal component of norm 1 (|x_par| ~ 4)."""
+        z = torch.randn(x0.shape, generator=generator)
+        perp = z - z @ self.P
+        return x0 + perp / perp.norm(dim=1, keepdim=True)
