@@ -47,10 +47,10 @@ def final_rows(records: list[dict]) -> dict[str, dict]:
             out[rid] = r
         elif cur is None or (cur.get("status") == "ok" and (r.get("round") or 0) >= (cur.get("round") or 0)):
             out[rid] = r
-    for rid, r in out.items():
-        planned = (r.get("spec") or {}).get("rounds")
-        if r.get("status") == "ok" and isinstance(planned, int) and (r.get("round") or 0) < planned:
-            out[rid] = {**r, "status": "incomplete", "error": f"final planned round {planned} missing"}
+    from .report_tables import incomplete_runs  # the reports' definition of the derived status
+
+    for rid, (_, planned) in incomplete_runs(records).items():
+        out[rid] = {**out[rid], "status": "incomplete", "error": f"final planned round {planned} missing"}
     return out
 
 

@@ -2,6 +2,7 @@
 run differs from its closest counterpart, and both sides' provenance."""
 from __future__ import annotations
 
+import json
 import math
 
 # top-level record keys and keys of the record's ``provenance`` dict shown side by side
@@ -65,30 +66,38 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def spec_diff(this: dict, other: dict) -> dict:
-    """field -> [other's value, this value] for every field in which two runs' specs differ."""
-    a, b = spec_fields(this), spec_fields(other)
+def _diff(a: dict, b: dict) -> dict:
     return {k: [b.get(k), a.get(k)] for k in sorted(set(a) | set(b)) if not _same(a.get(k), b.get(k))}
 
 
-def closest(this: dict, others: dict[str, dict]) -> tuple[str | None, dict]:
-    """The run among ``others`` (run_id -> final record) whose spec differs from ``this`` in the fewest fields."""
-    best, best_diff = None, {}
-    for rid, o in others.items():
-        d = spec_diff(this, o)
-        if best is None or len(d) < len(best_diff):
-            best, best_diff = rid, d
-    return best, best_diff
+def spec_diff(this: dict, other: dict) -> dict:
+    """field -> [other's value, this value] for every field in which two runs' specs differ."""
+    return _diff(spec_fields(this), spec_fields(other))
+
+
+def _items(fields: dict) -> frozenset:
+    return frozenset((k, json.dumps(v, sort_keys=True, default=str)) for k, v in fields.items())
 
 
 def explain_unmatched(finals: dict[str, dict], rids: list[str], others: dict[str, dict]) -> list[dict]:
-    """One entry per unmatched run: its label, the closest run on the other side and the differing fields."""
+    """One entry per unmatched run: its label, the run among ``others`` whose spec differs in the fewest fields
+    (``closest``; searched among runs of the same task, method and seed first) and those fields (``differs``:
+    field -> [other side's value, this run's value])."""
+    fields = {rid: spec_fields(o) for rid, o in others.items()}
+    items = {rid: _items(f) for rid, f in fields.items()}
+    by_key: dict[tuple, list[str]] = {}
+    for rid, o in others.items():
+        by_key.setdefault((o.get("task"), o.get("method"), o.get("seed")), []).append(rid)
     out = []
     for rid in rids:
         r = finals[rid]
-        near, diff = closest(r, others)
+        mine = spec_fields(r)
+        pool = by_key.get((r.get("task"), r.get("method"), r.get("seed"))) or list(others)
+        its = _items(mine)
+        near = min(pool, key=lambda o: len(its ^ items[o]), default=None)
         out.append({"run_id": rid, "label": label(r), "closest": near,
-                    "closest_label": label(others[near]) if near else None, "differs": diff})
+                    "closest_label": label(others[near]) if near else None,
+                    "differs": _diff(mine, fields[near]) if near else {}})
     return out
 
 
