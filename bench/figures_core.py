@@ -26,6 +26,12 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
+def _complete(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows of runs that reached their planned final round (an incomplete run has no final value)."""
+    ok = _ok(df)
+    return ok[~ok["incomplete"]] if "incomplete" in ok else ok
+
+
 def _delta(h) -> float | None:
     return h.get("delta") if isinstance(h, dict) else None
 
@@ -63,7 +69,7 @@ def pareto(df: pd.DataFrame, out: Path):
     """Final (off-support, reward) per delta; where the task reports the signed ||x|| - 1 (sphere) a second
     panel plots it (|.| hides naive guidance's outward drift). Several network seeds are averaged."""
     plt = pyplot()
-    ok = _ok(df)
+    ok = _complete(df)
     fin = ok.sort_values("round").groupby("run_id").tail(1).copy()
     fin["delta"] = [_delta(h) for h in fin["hparams"]]
     fin["signed"] = [(m or {}).get("norm_minus_1") if isinstance(m, dict) else None for m in fin["metrics"]]
@@ -115,7 +121,7 @@ def fixed_point(df: pd.DataFrame, out: Path):
     from tasks import get_task
 
     rows = []
-    ok = _ok(df)
+    ok = _complete(df)
     sel = ok[(ok["task"] == "subspace") & (ok["denoiser"] == "oracle") & (ok["method"] == "look-ahead")
              & ok["reward_fn"].str.startswith("f1")]
     for run_id, g in sel.groupby("run_id"):

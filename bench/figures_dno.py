@@ -25,7 +25,8 @@ NOISE_METHODS = ("dno", "doodl")
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or "status" not in df:
         return df.iloc[0:0]
-    df = df[(df["status"] == "ok") & df["round"].notna()].copy()
+    df = df[(df["status"] == "ok") & df["round"].notna()]
+    df = df[~df["incomplete"]].copy() if "incomplete" in df else df.copy()  # no final value: not shown as one
     if df.empty:
         return df
     df["steps_n"] = [_steps(s) for s in df["spec"]]

@@ -61,7 +61,7 @@ def test_run_missing_its_final_round_is_incomplete_not_reported_early(good, tmp_
             if not (r["method"] == "look-ahead" and r["round"] == 2) and not (r["method"] == "naive" and r["round"])]
     bad = tmp_path / "partial"
     put(bad, kept, tail=la_final[: len(la_final) // 2])
-    rc, _, err = bench(capsys, "report", bad)
+    rc, _, err = bench(capsys, "report", bad, "--figure", "ggdm-pareto")
     assert rc == 0
     assert f"{bad / 'records.jsonl'}:{len(kept) + 1}: skipped a truncated last line" in err
     md = (bad / "summary.md").read_text()
@@ -73,6 +73,7 @@ def test_run_missing_its_final_round_is_incomplete_not_reported_early(good, tmp_
     nv = next(r for r in inc.splitlines() if "| naive" in r)
     cells = lambda row: [c.strip() for c in row.strip("|").split("|")]  # noqa: E731
     assert cells(la)[-3:] == ["incomplete", "1", "2"] and cells(nv)[-3:] == ["incomplete", "0", "2"]
+    assert "| look-ahead" not in section(md, "## Extra figures")  # figures pick final rounds the same way
     assert set(pd.read_csv(bad / "summary.csv")["method"]) == {"unguided"}
     assert set(pd.read_csv(bad / "best.csv")["method"]) == {"unguided"}
     from bench.report import print_table
