@@ -63,7 +63,7 @@ class Objective:
     def value(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
         if self.linear and not exact and self.g is not None:
             return self.r_anchor + bdot(self.g, x - self.anchor)
-        self.cost.reward_calls += 1
+        self.cost.reward_calls += self.cost.per_sample(x.shape[0])  # per returned sample, like the denoiser
         return self.reward(x)
 
     def value_and_grad(self, x: torch.Tensor, exact: bool = False):

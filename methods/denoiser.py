@@ -36,11 +36,17 @@ def as_time(t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Cost:
-    """Cumulative cost: denoiser forwards, VJPs through the denoiser, reward evaluations."""
+    """Cumulative cost: denoiser forwards, VJPs through the denoiser, reward evaluations. With ``batch`` = the
+    number of returned samples B, every count is per returned sample: work on R rows counts ceil(R / B)."""
 
     nfe: int = 0
     vjp: int = 0
     reward_calls: int = 0
+    batch: int | None = None
+
+    def per_sample(self, rows: int) -> int:
+        """How many units a call on ``rows`` rows costs each returned sample (1 when ``batch`` is unknown)."""
+        return 1 if not self.batch else max(1, -(-int(rows) // self.batch))
 
     def as_dict(self) -> dict:
         return {"nfe": self.nfe, "vjp": self.vjp, "reward_calls": self.reward_calls}
@@ -70,12 +76,13 @@ class Counted:
     def __init__(self, inner: Denoiser, cost: Cost | None = None, batch: int | None = None):
         self.inner = inner
         self.cost = cost if cost is not None else Cost()
-        self.batch = batch
+        if batch is not None:
+            self.cost.batch = batch
         self.schedule = inner.schedule
         self.shape = tuple(inner.shape)
 
     def eps(self, x: torch.Tensor, t) -> torch.Tensor:
-        n = 1 if not self.batch else max(1, -(-x.shape[0] // self.batch))
+        n = self.cost.per_sample(x.shape[0])
         self.cost.nfe += n
         out = self.inner.eps(x, as_time(t, x))
         if torch.is_grad_enabled() and out.requires_grad:
