@@ -188,5 +188,8 @@ def test_time_noise_equals_hand_computed_value():
     spec = {"rounds": 1, "batch": 4, "T": 10, "seed": 0}
     recs = [{"run_id": f"r{i}", "status": "ok", "round": 0, "wall_s": w, "task": "t", "reward_fn": "f",
              "denoiser": "oracle", "method": "m", "spec": {**spec, "seed": i}} for i, w in enumerate((1, 2, 4, 8))]
-    assert time_noise(recs, []) == pytest.approx(1.4826 * math.log(2) * math.sqrt(4 / 3), rel=1e-12)
+    s = 1.4826 * math.log(2) * math.sqrt(4 / 3)
+    assert time_noise(recs, []) == pytest.approx(s, rel=1e-12)
+    # allowed growth of a time ratio: log(1 + 0.25) + z * 2 s (four log times, each with noise s), pooled sides
+    assert compare(recs, recs)["time_allow"] == pytest.approx(1.25 * math.exp(3 * 2 * s) - 1, rel=1e-12)
     assert time_noise(recs[:3], []) is None  # too few repeated passes to estimate
