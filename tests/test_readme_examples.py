@@ -71,6 +71,8 @@ def commands(text: str) -> list[tuple[int, dict, list[str]]]:
             while seg and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", seg[0]):
                 k, v = seg.pop(0).split("=", 1)
                 env[k] = v
+            if seg[:3] in (["python", "-m", "bench"], ["python3", "-m", "bench"]):
+                seg = seg[2:]
             if seg and seg[0] == "bench" and not any(t.startswith("<") for t in seg):
                 cmds.append((n, env, seg[1:]))
             seg = []
@@ -119,11 +121,12 @@ def record_inputs(argv: list[str]) -> list[str]:
 def test_extraction_and_override_rule():
     text = ("```bash\nbench run --task subspace --rounds 1000 \\\n   --batch 32 --out out/la   # a comment\n"
             "X=1 bench suite quick --out /tmp/base && <change code> && bench compare /tmp/a /tmp/b\n"
-            "pip install -e . && bench list\nbench suite full   # no-test\npytest benchmarks\n```\n"
+            "pip install -e . && bench list\nbench suite full   # no-test\npytest benchmarks\n"
+            "python -m bench list --json\n```\n"
             "```python\nbench run --out x\n```\n")
     cmds = commands(text)
     assert [(n, env, argv[0]) for n, env, argv in cmds] == [(2, {}, "run"), (4, {"X": "1"}, "suite"),
-                                                           (4, {}, "compare"), (5, {}, "list")]
+                                                           (4, {}, "compare"), (5, {}, "list"), (8, {}, "list")]
     tmp = Path("/scratch")
     assert tiny(cmds[0][2], tmp) == ["run", "--task", "subspace", "--rounds", "1", "--batch", "4", "--out", "out/la"]
     assert tiny(cmds[1][2], tmp) == ["suite", "quick", "--out", "/scratch/base", "--dry-run"]
