@@ -112,7 +112,7 @@ def compare_metric(b: dict, n: dict, key: str, higher_better: bool, tol: Toleran
         if bv is None or nv is None:
             if bv is None and nv is None:
                 return None
-            return {"worse": True, "better": False, "base": bv, "new": nv, "diff": None, "allow": None,
+            return {"worse": nv is None, "better": bv is None, "base": bv, "new": nv, "diff": None, "allow": None,
                     "test": "value missing"}
         diff, allow, test = nv - bv, unpaired_allowance(bv, b.get(se), n.get(se), tol), "unpaired"
     gain = diff if higher_better else -diff  # > 0 is an improvement
@@ -188,7 +188,8 @@ def compare(base: list[dict], new: list[dict], tol: Tolerance = Tolerance(), nam
             if m is None or not (m["worse"] or m["better"]):
                 continue
             if m["diff"] is None:
-                finding(regressions, rid, f"{k}_mean", m["base"], m["new"], "value missing")
+                finding(regressions if m["worse"] else improvements, rid, f"{k}_mean", m["base"], m["new"],
+                        "value missing")
                 continue
             verdict = "worse" if m["worse"] else "better"
             note = f"{m['test']}: {verdict} by {abs(m['diff']):.3g} > allowed {m['allow']:.3g}"
