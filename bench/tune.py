@@ -37,7 +37,8 @@ from .runner import RunSpec
 
 __all__ = ["TuneConfig", "propose", "tuning_specs", "cmd_tuned"]
 
-KEYS = {"trials", "tuning_seeds", "report_seeds", "tiers", "c", "iterative_rounds", "overrides", "search_seed"}
+KEYS = {"trials", "tuning_seeds", "report_seeds", "tiers", "c", "iterative_rounds", "overrides", "search_seed",
+        "algorithm1", "alg1_rounds"}
 
 
 @dataclass
@@ -50,6 +51,8 @@ class TuneConfig:
     iterative_rounds: int = 3
     overrides: dict = field(default_factory=dict)
     search_seed: int = 0
+    algorithm1: list = field(default_factory=list)  # per-step methods also run as GGDM Algorithm 1 (own rows)
+    alg1_rounds: int = 3
 
     @classmethod
     def from_table(cls, d: dict) -> "TuneConfig":
@@ -135,11 +138,25 @@ def templates(specs: list[RunSpec]) -> dict[tuple, RunSpec]:
     return out
 
 
+ALG1 = " (alg1)"
+
+
+def add_alg1(tmpl: dict, cfg: TuneConfig) -> None:
+    """GGDM Algorithm 1 variants: for every method in ``cfg.algorithm1`` a separate row (key ``m (alg1)``) whose
+    runs take ``alg1_rounds`` rounds; its rounds are read like an iterative method's, at the tier's budget."""
+    from methods import get_method
+
+    for (g, m), t in list(tmpl.items()):
+        tmpl[(g, m)] = replace(t, rounds=1)
+        if m in cfg.algorithm1 and not get_method(m).iterative:
+            tmpl[(g, m + ALG1)] = replace(t, rounds=int(cfg.alg1_rounds))
+
+
 def _spec(t: RunSpec, cfg: TuneConfig, params: dict, seed: int) -> RunSpec:
     from methods import get_method
 
     cls = get_method(t.method)
-    rounds = cfg.iterative_rounds if cls.iterative else 1
+    rounds = cfg.iterative_rounds if cls.iterative else t.rounds  # templates are one-shot unless an alg1 variant
     over = dict(cfg.overrides.get(t.method, {}))
     return replace(t, params={**t.params, **params}, seed=int(seed), rounds=rounds, **over)
 
@@ -266,8 +283,8 @@ def plan_trials(tmpl: dict, cfg: TuneConfig) -> dict:
 
     trials = {}
     for (g, m), t in tmpl.items():
-        space = get_method(m).search_space or {}
-        fixed = tune_params(m, cfg)
+        space = get_method(t.method).search_space or {}
+        fixed = tune_params(t.method, cfg)
         if m == "unguided":
             props = [("baseline", {})]
         elif not space:
@@ -298,6 +315,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
         if (g, "unguided") not in tmpl:
             any_t = next(t for (gg, _), t in tmpl.items() if gg == g)
             tmpl[(g, "unguided")] = replace(any_t, method="unguided", params={})
+    add_alg1(tmpl, cfg)
     trials = plan_trials(tmpl, cfg)
     n_tune = sum(len(ts) for ts in trials.values()) * len(cfg.tuning_seeds)
     print(f"suite {suite.name}: fair comparison, {len(tmpl)} (task, reward, denoiser, method) groups, "
@@ -329,10 +347,10 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
             run([s for ts in trials.values() for t in ts for s in t["specs"]], tune_dir)
             _evaluate(trials, _by_run(tune_dir), tmpl)
             for (g, m), ts in trials.items():  # refinement stage
-                space = get_method(m).search_space or {}
+                space = get_method(tmpl[(g, m)].method).search_space or {}
                 if ts[0]["stage"] != "grid":
                     continue
-                fixed = tune_params(m, cfg)
+                fixed = tune_params(tmpl[(g, m)].method, cfg)
                 for u in propose(space, cfg.trials, [{"u": t["u"], "score": t["score"], "feasible": t["feasible"]}
                                                      for t in ts], cfg.search_seed):
                     p = {**fixed, **_params_at(space, u)}
