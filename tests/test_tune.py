@@ -99,3 +99,22 @@ def test_suite_tunes_then_reports_on_disjoint_seeds(tmp_path):
         assert first["flags"] == "" and first["rank"] == "1"
     assert (out / "tuning.png").exists() and (out / "leaderboard.md").exists()
     assert not math.isnan(float(board[0]["reward_mean"]))
+
+
+def test_check_space_rejects_bad_declarations():
+    import dataclasses
+
+    from methods.search import Choice, LogRange, Range, check_space
+    from methods.dps import DPS
+
+    def variant(space):
+        return dataclasses.make_dataclass("X", [], bases=(DPS,), frozen=True, namespace={"search_space": space})
+
+    assert check_space(DPS) == []
+    assert any("lo < hi" in e for e in check_space(variant({"zeta": LogRange(1.0, 0.1)})))
+    assert any("lo > 0" in e for e in check_space(variant({"zeta": LogRange(0.0, 1.0)})))
+    assert any("not a field" in e for e in check_space(variant({"zeta": LogRange(0.1, 1.0), "zetta": Range(0, 1)})))
+    assert any("strength" in e for e in check_space(variant({"normalise": Choice(("none", "loss"))})))
+    assert any("rejected" in e for e in check_space(variant({"zeta": LogRange(0.1, 1.0),
+                                                             "normalise": Choice(("none", "bogus"))})))
+    assert any("must be a dict" in e for e in check_space(variant(None)))
