@@ -247,29 +247,39 @@ class RecordsError(ValueError):
 REQUIRED = {"run_id": (str, False), "status": (str, False), "round": (int, True), "reward_mean": ((int, float), True)}
 
 
-def _check_record(rec, where: str) -> dict:
-    if not isinstance(rec, dict):
-        raise RecordsError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
-    for k, (types, nullable) in REQUIRED.items():
+def _check_fields(rec: dict, fields: dict, where: str, optional: bool = False) -> None:
+    for k, (types, nullable) in fields.items():
         if k not in rec:
+            if optional:
+                continue
             raise RecordsError(f"{where}: record has no {k!r} field")
         v = rec[k]
         if v is None and nullable:
             continue
         if isinstance(v, bool) or not isinstance(v, types) or (isinstance(v, str) and not v):
             raise RecordsError(f"{where}: field {k!r} has the wrong type ({json.dumps(v)[:40]})")
+
+
+def _check_record(rec, where: str, require: dict | None = None, typed: dict | None = None) -> dict:
+    if not isinstance(rec, dict):
+        raise RecordsError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
+    _check_fields(rec, {**REQUIRED, **(require or {})}, where)
+    _check_fields(rec, typed or {}, where, optional=True)
     if rec["status"] == "ok" and rec["round"] is None:
         raise RecordsError(f"{where}: an ok record needs an integer 'round'")
     return rec
 
 
-def read_records(path: str | os.PathLike, allow_empty: bool = False) -> list[dict]:
+def read_records(path: str | os.PathLike, allow_empty: bool = False, require: dict | None = None,
+                 typed: dict | None = None) -> list[dict]:
     """Records from a records.jsonl file or a directory holding one.
 
     Every line must be a JSON object with a string run_id and status, an integer round (None only in a failure
     row) and a numeric or null reward_mean; anything else raises RecordsError naming ``file:line``. The one
     tolerated defect is an unparseable LAST line (a writer killed mid-line): it is skipped with a warning on
-    stderr, and its run then lacks its final round (reports show it as incomplete)."""
+    stderr, and its run then lacks its final round (reports show it as incomplete). A reader that needs more
+    passes ``require`` (more fields that must be present) and ``typed`` (fields checked only when present), both
+    ``{field: (types, None allowed)}``."""
     import sys
 
     p = Path(path)
@@ -294,7 +304,7 @@ def read_records(path: str | os.PathLike, allow_empty: bool = False) -> list[dic
                       file=sys.stderr)
                 continue
             raise RecordsError(f"{p}:{i + 1}: not a JSON line ({e.msg} at column {e.colno})") from None
-        out.append(_check_record(rec, f"{p}:{i + 1}"))
+        out.append(_check_record(rec, f"{p}:{i + 1}", require, typed))
     if not out and not allow_empty:
         raise ValueError(f"no records in {p} (empty, or not a records.jsonl file)")
     return out

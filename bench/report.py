@@ -13,8 +13,9 @@ from tabulate import tabulate
 from . import atomic
 from .records import read_records
 from .report_plots import curve_label, plot_compute, plot_curves, plot_pareto  # noqa: F401
-from .report_tables import (GROUP, best_configs, final_rows, frame, incomplete_runs,  # noqa: F401
-                            markdown_best, markdown_cost, markdown_summary, short_params, summary_table)
+from .report_tables import (GROUP, REPORT_REQUIRE, REPORT_TYPED, best_configs, final_rows, frame,  # noqa: F401
+                            incomplete_runs, markdown_best, markdown_cost, markdown_summary, short_params,
+                            summary_table)
 
 FIGURES_FILE = "figures.json"
 
@@ -54,13 +55,18 @@ def _extra_figures(df, out: Path, names: list[str]) -> list[str]:
     return md
 
 
+def read_report_records(src) -> list[dict]:
+    """``read_records`` plus the fields a report uses (a bad one is exit 2 naming file:line, not a traceback)."""
+    return read_records(src, require=REPORT_REQUIRE, typed=REPORT_TYPED)
+
+
 def write_report(src, out=None, figures: list[str] | None = None) -> list[Path]:
     """Write summary.md, summary.csv, best.csv and plots for the records in ``src``; return written paths.
 
     Every file is written atomically (temporary file + rename): a failure (a full disk) leaves the previous
     report readable. Figures find saved samples under ``<records dir>/samples`` (``df.attrs["records_dir"]``)."""
     src = Path(src)
-    records = read_records(src)
+    records = read_report_records(src)
     rdir = src if src.is_dir() else src.parent
     out = Path(out or rdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +125,7 @@ def write_report(src, out=None, figures: list[str] | None = None) -> list[Path]:
 def print_table(src) -> str:
     """The comparison table for the terminal: final-round reward, off-support and cost per configuration, then
     the incomplete runs (planned final round missing), which are in no table."""
-    records = read_records(src)
+    records = read_report_records(src)
     df = frame(records)
     table = summary_table(df) if not df.empty else df
     text = markdown_summary(table) if not table.empty else "no successful runs"

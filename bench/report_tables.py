@@ -11,6 +11,14 @@ import pandas as pd
 from tabulate import tabulate
 
 GROUP = ["task", "reward_fn", "denoiser", "method", "params", "protocol"]
+NUM = (int, float)
+# what a report needs of every record besides records.REQUIRED (must be present), and fields checked when present
+REPORT_REQUIRE = {k: (str, False) for k in ("task", "reward_fn", "denoiser", "method", "protocol")} | \
+    {"seed": (int, False)}
+REPORT_TYPED = {"hparams": (dict, True), "spec": (dict, True), "metrics": (dict, True), "error": (str, True),
+                "n": (int, True), "nfe": (int, True), "vjp": (int, True), "reward_calls": (int, True)} | \
+    {k: (NUM, True) for k in ("reward_se", "reward_topk", "off_support_mean", "off_support_se", "wall_s",
+                              "peak_mem_mb")}
 # the sampling setting a time ratio is taken within (besides task/reward/denoiser/protocol)
 SETTING = ["rounds_spec", "batch_spec", "T_spec", "sampler_spec", "steps_spec", "device"]
 

@@ -121,6 +121,30 @@ MALFORMED = {
 }
 
 
+# fields the report needs besides those (bench compare checks its own fields with its own messages)
+REPORT_MALFORMED = {
+    "no method": (lambda x: _edit(x, method=KeyError), "no 'method' field"),
+    "task a number": (lambda x: _edit(x, task=3), "'task' has the wrong type"),
+    "seed a string": (lambda x: _edit(x, seed="0"), "'seed' has the wrong type"),
+    "hparams a list": (lambda x: _edit(x, hparams=[1]), "'hparams' has the wrong type"),
+    "spec a string": (lambda x: _edit(x, spec="rounds=2"), "'spec' has the wrong type"),
+    "nfe a string": (lambda x: _edit(x, nfe="ten"), "'nfe' has the wrong type"),
+    "wall_s a bool": (lambda x: _edit(x, wall_s=False), "'wall_s' has the wrong type"),
+}
+
+
+@pytest.mark.parametrize("kind", list(REPORT_MALFORMED))
+def test_malformed_field_the_report_needs_is_bad_input(good, tmp_path, capsys, kind):
+    make, msg = REPORT_MALFORMED[kind]
+    lines = lines_of(good)
+    bad = tmp_path / "bad"
+    put(bad, lines[:2] + [make(lines[2])] + lines[3:])
+    rc, _, err = bench(capsys, "report", bad)
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"bench report: error: {bad / 'records.jsonl'}:3: ") and msg in err, err
+    assert sorted(p.name for p in bad.iterdir()) == ["records.jsonl"]
+
+
 @pytest.mark.parametrize("kind", list(MALFORMED))
 def test_malformed_line_is_bad_input_naming_file_and_line(good, tmp_path, capsys, kind):
     make, msg = MALFORMED[kind]
