@@ -49,9 +49,11 @@ class Protocol:
             raise ValueError(f"unknown noise mode {self.noise!r}; choose one of {list(NOISE_MODES)}")
 
 
-def denoising_loss(net, x0, schedule, generator=None) -> torch.Tensor:
-    """DDPM simple loss on a batch of clean samples: t ~ U{0..T-1}, MSE(eps_theta(x_t, t), eps)."""
-    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
+def denoising_loss(net, x0, schedule, generator=None, t=None) -> torch.Tensor:
+    """DDPM simple loss on a batch of clean samples: t ~ U{0..T-1} (or the given t), MSE(eps_theta(x_t, t), eps)."""
+    if t is None:
+        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator)
+    t = t.to(x0.device)
     eps = torch.randn(x0.shape, generator=generator).to(x0)
     ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
     return torch.nn.functional.mse_loss(net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t), eps)

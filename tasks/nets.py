@@ -16,11 +16,12 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class ResBlock(nn.Module):
-    """h + W2 SiLU(W1 LN(h) + E t_emb): a pre-norm residual MLP block with additive time conditioning."""
+    """h + W2 SiLU(W1 LN(h) + E t_emb): a pre-norm residual MLP block with additive time conditioning
+    (``norm=False``: no LN, so the block sees the scale of h)."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, norm: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(width)
+        self.norm = nn.LayerNorm(width) if norm else nn.Identity()
         self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
         self.temb = nn.Linear(width, width)
 
@@ -37,23 +38,29 @@ class MLPEps(nn.Module):
     1/alpha in x0_hat (a few samples then diverge).
     """
 
-    def __init__(self, dim: int = 64, width: int = 128, depth: int = 4, temb: int = 128):
+    def __init__(self, dim: int = 64, width: int = 128, depth: int = 4, temb: int = 128, norm: bool = True,
+                 pred: str = "v"):
         super().__init__()
+        if pred not in ("v", "x0"):
+            raise ValueError(f"pred must be 'v' or 'x0', got {pred!r}")
+        self.pred = pred
         self.register_buffer("alpha_bar", torch.ones(1))  # set by set_schedule
         self.temb_dim = temb
         self.t_mlp = nn.Sequential(nn.Linear(temb, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
         self.inp = nn.Linear(dim, width)
-        self.blocks = nn.ModuleList(ResBlock(width) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))
+        self.blocks = nn.ModuleList(ResBlock(width, norm) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(width) if norm else nn.Identity(), nn.Linear(width, dim))
 
     def forward(self, x, t):
         e = self.t_mlp(timestep_embedding(t, self.temb_dim))
         h = self.inp(x)
         for blk in self.blocks:
             h = blk(h, e)
-        v = self.out(h)
+        out = self.out(h)
         ab = self.alpha_bar[t].unsqueeze(1)
-        return (1 - ab).sqrt() * x + ab.sqrt() * v
+        if self.pred == "x0":  # the blocks predict x0_hat itself: eps = (x - alpha x0) / sqrt(h)
+            return (x - ab.sqrt() * out) / (1 - ab).sqrt()
+        return (1 - ab).sqrt() * x + ab.sqrt() * out
 
     def set_schedule(self, alpha_bar: torch.Tensor) -> "MLPEps":
         self.alpha_bar = alpha_bar.to(torch.float32).clone()

@@ -6,6 +6,7 @@ atomic (temp file + rename). Each file stores the sha256 of its weights (``weigh
 fails to load, whose stored key differs or whose weights do not hash to the stored value is retrained.
 The loaded network carries ``net.checkpoint`` (sha256[:16] of its weights), which every run records.
 The network seed (``network_seed``) is the training seed: part of the key, so seeds are separate files.
+On a cache miss a checkpoint shipped in ``tasks/data/nets`` under the same name is used, checked the same way.
 The denoising loss is DDPM's (methods/protocol.py ``denoising_loss``; ggdm.md §1.4-1.5).
 """
 from __future__ import annotations
@@ -25,6 +26,9 @@ from methods.protocol import denoising_loss
 
 NET_VERSION = 2  # bump when a network's parameterisation changes (invalidates cached checkpoints)
 TRAIN_DEFAULTS = {"n_train": 65536, "steps": 8000, "batch": 256, "lr": 1e-3, "seed": 0}
+
+
+SHIPPED = Path(__file__).parent / "data" / "nets"  # default checkpoints shipped with the package
 
 
 def cache_dir() -> Path:
@@ -74,6 +78,16 @@ def weights_hash(state_dict: dict) -> str:
     return h.hexdigest()
 
 
+def _min_snr_loss(net, x0, schedule, gen, gamma: float, t=None) -> torch.Tensor:
+    if t is None:
+        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen).to(x0)
+    ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    snr = ab / (1 - ab)
+    w = snr.clamp(max=gamma) / snr
+    return (w * (net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t) - eps) ** 2).mean()
+
+
 def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict]:
     tc = cfg["train"]
     gen = torch.Generator().manual_seed(tc["seed"])
@@ -86,9 +100,18 @@ def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict
     desc = f"pretrain {task.name}/{cfg['arch']}"  # progress: a bool, or a factory (iterable, desc) -> bar
     bar = (progress(range(tc["steps"]), desc) if callable(progress)
            else tqdm(range(tc["steps"]), desc=desc, disable=None if progress else True, file=sys.stderr))
+    T, low = task.schedule.T, tc.get("t_low", 0.0)
     for step in bar:
         idx = torch.randint(0, data.shape[0], (tc["batch"],), generator=gen)
-        loss = denoising_loss(net, data[idx], task.schedule, gen)
+        t = None
+        if low:  # a fraction t_low of every batch from the lowest-noise tenth of the schedule
+            t = torch.randint(0, T, (tc["batch"],), generator=gen)
+            n_low = int(round(low * tc["batch"]))
+            t[:n_low] = torch.randint(0, max(T // 10, 1), (n_low,), generator=gen)
+        if tc.get("min_snr"):  # min-SNR-gamma weighting (Hang et al. 2023): eps-MSE x min(SNR, gamma) / SNR
+            loss = _min_snr_loss(net, data[idx], task.schedule, gen, tc["min_snr"], t)
+        else:
+            loss = denoising_loss(net, data[idx], task.schedule, gen, t=t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,9 +135,14 @@ def save_atomic(obj, path: Path):
             os.unlink(tmp)
 
 
-def load_checkpoint(task, cfg: dict):
-    """The cached network, or None if absent, unreadable or trained for another key."""
-    path = checkpoint_path(cfg)
+def shipped_path(cfg: dict) -> Path:
+    """Where a checkpoint shipped with the package would be (``tasks/data/nets``, cache file names)."""
+    return SHIPPED / checkpoint_path(cfg).name
+
+
+def load_checkpoint(task, cfg: dict, path: Path | None = None):
+    """The cached (or given) network, or None if absent, unreadable, trained for another key or altered."""
+    path = path or checkpoint_path(cfg)
     if not path.exists():
         return None
     try:
@@ -138,6 +166,8 @@ def load_or_train(task, arch: str | None = None, progress: bool = True, force: b
     the sha256[:16] of its weights."""
     cfg = train_config(task, arch, **over)
     net = None if force else load_checkpoint(task, cfg)
+    if net is None and not force and shipped_path(cfg).exists():  # a shipped default, checked like a cached one
+        net = load_checkpoint(task, cfg, shipped_path(cfg))
     if net is None:
         net, info = train(task, cfg, progress)
         sd = net.state_dict()
@@ -155,6 +185,8 @@ def load_or_train(task, arch: str | None = None, progress: bool = True, force: b
 def checkpoint_info(task, arch: str | None = None, **over) -> dict | None:
     cfg = train_config(task, arch, **over)
     path = checkpoint_path(cfg)
+    if not path.exists():
+        path = shipped_path(cfg)
     if not path.exists():
         return None
     ck = torch.load(path, map_location="cpu", weights_only=True)

@@ -103,5 +103,5 @@ class Sphere(Task):
         return SphereOracle(self.schedule, self.shape).to(device)
 
     def push_off(self, x0, generator):
-        """Clean points moved off the sphere: radius scaled by 1 + U(-0.2, 0.2) (guidance drifts radially)."""
-        return x0 * (1 + 0.4 * (torch.rand(x0.shape[0], 1, generator=generator) - 0.5))
+        """Clean points moved off the sphere: radius scaled by 1 + U(-0.1, 0.1) (guidance drifts radially)."""
+        return x0 * (1 + 0.2 * (torch.rand(x0.shape[0], 1, generator=generator) - 0.5))

@@ -92,7 +92,7 @@ class Subspace(Task):
         return SubspaceOracle(self.P, self.schedule, self.shape).to(device)
 
     def push_off(self, x0, generator):
-        """Clean points moved off the subspace by a random orthogonal component of norm 1 (|x_par| ~ 4)."""
+        """Clean points moved off the subspace: a random orthogonal component of norm 0.1 |x0| (ratio 0.1)."""
         z = torch.randn(x0.shape, generator=generator)
         perp = z - z @ self.P
-        return x0 + perp / perp.norm(dim=1, keepdim=True)
+        return x0 + 0.1 * x0.norm(dim=1, keepdim=True) * perp / perp.norm(dim=1, keepdim=True)
