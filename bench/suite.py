@@ -250,6 +250,7 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
 
     log = log or (lambda m: print(m, file=sys.stderr))
     out = Path(out)
+    specs = under_out(specs, out)  # a relative save_samples means under out, whoever calls
     with DirLock(out, "bench suite"):
         return _run_locked(specs, out, executor, progress, log, retry_failed)
 

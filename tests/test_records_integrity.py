@@ -235,6 +235,19 @@ def test_samples_land_under_out_from_any_cwd_and_the_grid_finds_them(tiny, tmp_p
     assert (third / "r" / "samples" / f"{rec['run_id']}.pt").exists()
 
 
+def test_run_suite_puts_a_relative_save_samples_under_out(tmp_path, monkeypatch):
+    from bench.executors import SerialExecutor
+    from bench.runner import RunSpec
+    from bench.suite import run_suite
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    spec = RunSpec(method="unguided", batch=2, T=10, save_samples="s")
+    counts = run_suite([spec], tmp_path / "out", SerialExecutor(), progress=False, log=lambda m: None)
+    assert counts["failed"] == 0
+    assert (tmp_path / "out" / "s" / f"{spec.run_id}.pt").exists() and list((tmp_path / "cwd").iterdir()) == []
+
+
 def test_relative_save_samples_is_rejected_before_running():
     from bench.runner import RunSpec, build
 
