@@ -90,3 +90,28 @@ def test_trained_denoiser_has_frozen_parameters(tmp_path, monkeypatch):
     assert den.checkpoint == pretrain.weights_hash(den.net.state_dict())[:16]
     x = torch.randn(3, 64)
     assert den.eps(x, torch.full((3,), 5)).shape == (3, 64)
+
+
+def test_shipped_checkpoint_is_used_on_a_cache_miss_and_checked(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("GUIDANCE_BENCH_CACHE", str(tmp_path / "cache"))
+    task = get_task("subspace", 200)
+    cfg = pretrain.train_config(task, **TINY)
+    sha = pretrain.load_or_train(task, progress=False, **TINY).checkpoint
+    shipped = tmp_path / "nets"
+    shipped.mkdir()
+    monkeypatch.setattr(pretrain, "SHIPPED", shipped)
+    shutil.move(pretrain.checkpoint_path(cfg), shipped / pretrain.checkpoint_path(cfg).name)
+    trained = []
+    monkeypatch.setattr(pretrain, "train", lambda *a, **k: trained.append(1) or (_ for _ in ()).throw(AssertionError))
+    net = pretrain.load_or_train(task, progress=False, **TINY)  # from the shipped file, no training
+    assert net.checkpoint == sha and not trained
+    assert pretrain.checkpoint_info(task, **TINY)["checkpoint"] == sha
+    _flip_weight_bytes(shipped / pretrain.checkpoint_path(cfg).name, -7.0)
+    assert pretrain.load_checkpoint(task, cfg, shipped / pretrain.checkpoint_path(cfg).name) is None
+    try:
+        pretrain.load_or_train(task, progress=False, **TINY)
+    except AssertionError:
+        pass
+    assert trained == [1]  # the altered shipped file was not used: training was attempted
