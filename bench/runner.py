@@ -1,6 +1,7 @@
 """A run: a picklable spec in, a list of per-round records out (DESIGN.md §2, §5-6)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -81,7 +82,7 @@ class RunSpec:
                 d.pop(k)
         return d
 
-    @property
+    @functools.cached_property  # a frozen spec hashes to one id; resolving the method is the costly part
     def run_id(self) -> str:
         return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
