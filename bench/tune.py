@@ -330,13 +330,15 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
     torch.set_num_threads(a.threads)
     t0, failed = time.perf_counter(), 0
 
-    def run(sp: list[RunSpec], d: Path) -> None:
+    def run(sp: list[RunSpec], d: Path, report: bool) -> None:
+        """A diverged tuning trial is an outcome (infeasible), not a failure: only report runs set exit 1."""
         nonlocal failed
         try:
             ex = make_executor(kind, a.workers, a.scheduler, threads=a.threads)
         except (RuntimeError, OSError) as e:
             raise SuiteError(str(e)) from None
-        failed += run_suite(list({s.run_id: s for s in sp}.values()), d, ex, retry_failed=a.retry_failed)["failed"]
+        n = run_suite(list({s.run_id: s for s in sp}.values()), d, ex, retry_failed=a.retry_failed)["failed"]
+        failed += n if report else 0
 
     tune_dir = out / "tune"
     try:
@@ -344,7 +346,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
             nets = pretrain_needed(specs, parallel=max(a.workers, min(2, os.cpu_count() or 1)) if not a.scheduler else 1)
             if nets:
                 print(f"networks ready after {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-            run([s for ts in trials.values() for t in ts for s in t["specs"]], tune_dir)
+            run([s for ts in trials.values() for t in ts for s in t["specs"]], tune_dir, False)
             _evaluate(trials, _by_run(tune_dir), tmpl)
             for (g, m), ts in trials.items():  # refinement stage
                 space = get_method(tmpl[(g, m)].method).search_space or {}
@@ -355,7 +357,8 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
                                                      for t in ts], cfg.search_seed):
                     p = {**fixed, **_params_at(space, u)}
                     ts.append({"stage": "refine", "u": u, "params": p, "specs": tuning_specs(tmpl[(g, m)], cfg, p)})
-            run([s for ts in trials.values() for t in ts if t["stage"] == "refine" for s in t["specs"]], tune_dir)
+            run([s for ts in trials.values() for t in ts if t["stage"] == "refine" for s in t["specs"]], tune_dir,
+                False)
             _evaluate(trials, _by_run(tune_dir), tmpl)
             write_trials(out, trials)
             plot_tuning(out, trials)
@@ -373,7 +376,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
                                     "run_ids": {str(s.seed): s.run_id for s in sp},
                                     "trials": 0 if m == "unguided" else len(ts), "tuning_seeds": cfg.tuning_seeds,
                                     "report_seeds": cfg.report_seeds, "tuned_feasible": _select(ts)["feasible"]})
-            run(report, out)
+            run(report, out, True)
             steps = {"/".join(str(x) for x in g): len(_grid(t)) for (g, _), t in tmpl.items()}
             notes = [f"{m}: {', '.join(f'{k} = {v}' for k, v in o.items())} (the sampler it needs)"
                      for m, o in cfg.overrides.items()]
@@ -389,7 +392,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
         print(f"bench suite: {e}", file=sys.stderr)
         return 130
     print(f"suite {suite.name}: tuned and reported in {time.perf_counter() - t0:.1f}s -> {out} "
-          f"(leaderboard.md, trials.csv, tuning.png; {failed} failed runs)", file=sys.stderr)
+          f"(leaderboard.md, trials.csv, tuning.png; {failed} failed report runs)", file=sys.stderr)
     return 1 if failed else 0
 
 
