@@ -198,9 +198,9 @@ def test_sigkill_of_the_driver_leaves_no_workers(tmp_path):
             time.sleep(0.1)
         left = [f"{k}: {_cmdline(k)}" for k in kids if _alive(k)]
         assert not left, f"processes outlived the SIGKILLed driver: {left}"
-    finally:
-        p.kill()
-        p.communicate()
-        for k in kids:  # only this test's own processes
+    finally:  # only this test's own processes; left-over workers hold the driver's pipes, so they go first
+        for k in kids:
             if _alive(k):
                 os.kill(k, signal.SIGKILL)
+        p.kill()
+        p.communicate(timeout=60)
