@@ -59,8 +59,8 @@ POLICY_CASES = {
     "compress-k2": ({"policy": "compress", "policy_frac": 0.5, "policy_k": 2.0}, [1, 2, 0, 3, 0, 0]),
     # k = 0.5 -> 0, 3, 5 (late); intervals 3, 2, 1
     "compress-k0.5": ({"policy": "compress", "policy_frac": 0.5, "policy_k": 0.5}, [3, 0, 0, 2, 0, 1]),
-    # u = 1 - i/6 in [0.3, 0.7]: i = 2, 3, 4
-    "window": ({"policy": "window", "policy_lo": 0.3, "policy_hi": 0.7}, [0, 0, 1, 1, 1, 0]),
+    # u = 1 - i/6 in [0.5, 0.9]: i = 1, 2, 3 (not symmetric: the elapsed fraction i/6 would pick 3, 4, 5)
+    "window": ({"policy": "window", "policy_lo": 0.5, "policy_hi": 0.9}, [0, 1, 1, 1, 0, 0]),
 }
 
 
