@@ -123,6 +123,7 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
     from methods import REGISTRY, suggest
     from tasks import TASKS, get_task
 
+    from .inputs import typed_field
     from .plugins import load_plugins
 
     load_plugins(suite.plugins, base=suite.path.resolve().parent)  # before names are checked
@@ -135,8 +136,8 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
         base = {**{k: v for k, v in suite.defaults.items() if k != "seeds"},
                 **{k: v for k, v in g.items() if k in SPEC_FIELDS}}
         net_seeds = _as_list(base.pop("network_seed", 0))  # a list sweeps the trained networks' seeds
-        base = {k: _typed(k, v, f"{suite.path.name} [[grid]] #{gi}") for k, v in base.items()}
-        net_seeds = [_typed("network_seed", v, f"{suite.path.name} [[grid]] #{gi}") for v in net_seeds]
+        base = {k: typed_field(k, v, f"{suite.path.name} [[grid]] #{gi}") for k, v in base.items()}
+        net_seeds = [typed_field("network_seed", v, f"{suite.path.name} [[grid]] #{gi}") for v in net_seeds]
         if device:
             base["device"] = device
         run_seeds = seeds if seeds is not None else _as_list(g.get("seeds", suite.defaults.get("seeds", [0])))
@@ -185,23 +186,6 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
     return specs
 
 
-def _typed(key: str, v, where: str):
-    """A suite value for a RunSpec field, type-checked (no bool for a number); ints become floats where a float
-    is expected, so ``eta = 0`` and ``--eta 0`` give one run id."""
-    import typing
-
-    hint = typing.get_type_hints(RunSpec)[key]
-    allowed = tuple(a for a in (typing.get_args(hint) or (hint,)) if isinstance(a, type))
-    if v is None and type(None) in allowed:
-        return v
-    if float in allowed and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if isinstance(v, bool) and bool not in allowed or not isinstance(v, allowed):
-        names = " or ".join(a.__name__ for a in allowed if a is not type(None))
-        raise SuiteError(f"{where}: {key} expects {names}, got {v!r}")
-    return v
-
-
 def under_out(specs: list[RunSpec], out: Path) -> list[RunSpec]:
     """Resolve each spec's ``save_samples`` against the output directory (absolute, so workers started anywhere
     write under ``out``): a suite's ``save_samples = "samples"`` means ``<out>/samples``. Run ids are unchanged."""
@@ -213,7 +197,7 @@ def under_out(specs: list[RunSpec], out: Path) -> list[RunSpec]:
 
 def validate(specs: list[RunSpec]) -> None:
     """Build every spec (names, parameters, devices) before anything runs; raises on the first bad one."""
-    from .cli import UsageError, check_spec
+    from .inputs import UsageError, check_spec
     from .runner import build
 
     for s in specs:
@@ -328,7 +312,7 @@ def write_suite_meta(suite: Suite, out: Path, specs: list[RunSpec]) -> None:
 
 
 def add_parser(sub) -> None:
-    from .cli import _positive, out_dir
+    from .inputs import _positive, out_dir
 
     s = sub.add_parser("suite", help="run a benchmark suite (bench/suites/NAME.toml or a path), then report",
                        description="Expand a suite file into runs, pretrain needed networks, run the runs not yet "
