@@ -272,13 +272,12 @@ def pretrain_needed(specs: list, progress: bool = True, parallel: int = 1) -> li
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         names = ", ".join(f"{t}/{k}" + (f"/net{ns}" if ns else "") for t, k, _, ns in missing)
-        bar = Progress(len(missing), f"pretraining {names} in parallel", "net", enabled=progress)
-        with ProcessPoolExecutor(min(parallel, len(missing)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
+        with Progress(len(missing), f"pretraining {names} in parallel", "net", enabled=progress) as bar, \
+                ProcessPoolExecutor(min(parallel, len(missing)), mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
             for f in as_completed([ex.submit(_pretrain_one, n) for n in missing]):
                 bar.note(f"{f.result()[0]} done")
                 bar.update(1)
-        bar.close()
     for task_name, kind, T, ns in need:  # loads what was trained above; trains (with a progress bar) what is left
         get_task(task_name, T).denoiser(kind, "cpu", progress=steps if progress else False, **({"network_seed": ns} if ns else {}))
     return [(t, k + (f"/net{ns}" if ns else "")) for t, k, _, ns in need]
