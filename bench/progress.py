@@ -73,10 +73,12 @@ class Progress:
     set_postfix_str = note
 
     def __iter__(self):
-        for x in self.iterable:
-            yield x
-            self.update(1)
-        self.close()
+        try:
+            for x in self.iterable:
+                yield x
+                self.update(1)
+        finally:  # also when the loop stops early or raises
+            self.close()
 
     def _postfix(self) -> str:
         return ", ".join(s for s in (f"{self.failed} failed" if self.failed else "", self.extra) if s)
