@@ -255,15 +255,18 @@ def plot_tuning(out: Path, trials: dict) -> None:
     plt = pyplot()
     groups = sorted({g for g, _ in trials})
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    names = sorted({m for _, m in trials if m != "unguided"})
     for ax, g in zip(axes[0], groups):
         for (gg, m), ts in sorted(trials.items()):
             if gg != g or m == "unguided":
                 continue
+            i = names.index(m)
             best, ys = -math.inf, []
             for t in ts:
                 best = max(best, t["score"]) if t["feasible"] else best
                 ys.append(best if math.isfinite(best) else math.nan)
-            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=m)
+            ax.plot(range(1, len(ys) + 1), ys, marker="os^v"[i % 4], ms=3, label=m, color=plt.cm.tab20(i % 20),
+                    ls="-" if i < 10 else "--")
         ax.set_title("/".join(str(x) for x in g[:3]), fontsize=9)
         ax.set_xlabel("trials")
         ax.set_ylabel("best feasible mean reward")
