@@ -11,7 +11,7 @@ A suite with a ``[tune]`` table runs this protocol instead of its plain grid:
    the task's ``support_tolerance`` x the unguided batch's + ``support_floor`` (same seeds), and its mean reward is
    not above the reward's known optimum. Selected: the feasible trial with the highest mean reward (none feasible:
    the least off-support one, which the leaderboard will flag). Held-out evaluators are never read. Every trial goes
-   to ``OUT/trials.csv``; ``OUT/tuning.png`` plots best-so-far against trials.
+   to ``OUT/trials.csv``; ``OUT/tuning.png`` plots best-so-far against trials (bench/leaderboard_trials.py).
 2. **Report** (records in ``OUT``): the selected configuration of every method on ``report_seeds`` (disjoint from
    the tuning seeds; every method sees the same per-sample noise), best-of-n at N = tier − 1 for every budget tier,
    then ``OUT/leaderboard.md`` / ``leaderboard.csv`` (bench/leaderboard.py).
@@ -22,8 +22,6 @@ overrides ``[tune.overrides.<method>]`` (DOODL: its deterministic sampler).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -230,52 +228,6 @@ def _select(ts: list[dict]) -> dict:
     return min(ts, key=lambda t: (t["off"] if math.isfinite(t["off"]) else math.inf))
 
 
-def write_trials(out: Path, trials: dict) -> None:
-    from .atomic import write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["task", "reward", "denoiser", "network_seed", "method", "trial", "stage", "params", "reward_mean",
-                "off_support_mean", "off_support_limit", "feasible", "best_so_far", "selected"])
-    for (g, m), ts in trials.items():
-        best, sel = -math.inf, _select(ts)
-        for i, t in enumerate(ts, 1):
-            if t["feasible"]:
-                best = max(best, t["score"])
-            w.writerow([*g, m, i, t["stage"], json.dumps(t["params"], sort_keys=True), f"{t['score']:.6g}",
-                        f"{t['off']:.6g}", f"{t['limit']:.6g}", t["feasible"], f"{best:.6g}", t is sel])
-    write_text(out / "trials.csv", buf.getvalue())
-
-
-def plot_tuning(out: Path, trials: dict) -> None:
-    """Best feasible mean reward so far against trials, one panel per (task, reward, denoiser), one line per method."""
-    from .atomic import savefig
-    from .figures import pyplot
-
-    plt = pyplot()
-    groups = sorted({g for g, _ in trials})
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    names = sorted({m for _, m in trials if m != "unguided"})
-    for ax, g in zip(axes[0], groups):
-        for (gg, m), ts in sorted(trials.items()):
-            if gg != g or m == "unguided":
-                continue
-            i = names.index(m)
-            best, ys = -math.inf, []
-            for t in ts:
-                best = max(best, t["score"]) if t["feasible"] else best
-                ys.append(best if math.isfinite(best) else math.nan)
-            ax.plot(range(1, len(ys) + 1), ys, marker="os^v"[i % 4], ms=3, label=m, color=plt.cm.tab20(i % 20),
-                    ls="-" if i < 10 else "--")
-        ax.set_title("/".join(str(x) for x in g[:3]), fontsize=9)
-        ax.set_xlabel("trials")
-        ax.set_ylabel("best feasible mean reward")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    savefig(fig, out / "tuning.png")
-    plt.close(fig)
-
-
 def _label(m: str, params: dict) -> str:
     return f"best-of-n N={params['n']}" if m == "best-of-n" else m
 
@@ -309,6 +261,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
 
     from .executors import make_executor, pretrain_needed
     from .leaderboard import PLAN, write_leaderboard
+    from .leaderboard_trials import plot_tuning, write_trials
     from .records import DirLock
     from .suite import Interrupted, SuiteError, run_suite
 
