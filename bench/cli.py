@@ -290,7 +290,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     from .archive import add_parser as add_archive
     from .compare import add_parser as add_compare
-    from .suite import add_parser as add_suite
+    from .suite_cli import add_parser as add_suite
 
     add_suite(sub)
     add_compare(sub)
