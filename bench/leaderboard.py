@@ -22,7 +22,7 @@ __all__ = ["build_rows", "write_leaderboard", "markdown", "PLAN"]
 PLAN = "leaderboard_plan.json"
 COLUMNS = ["task", "reward", "denoiser", "network_seed", "tier", "budget", "rank", "method", "params",
            "reward_mean", "reward_lo", "reward_hi", "off_support_mean", "off_support_lo", "off_support_hi",
-           "nfe_eq", "round", "trials", "tuning_seeds", "report_seeds", "flags"]
+           "nfe_eq", "time_ratio", "peak_mem_mb", "round", "trials", "tuning_seeds", "report_seeds", "flags"]
 
 
 def _group(e: dict) -> tuple:
@@ -32,6 +32,7 @@ def _group(e: dict) -> tuple:
 def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict | None:
     """Pooled per-sample values of an entry's report runs read at ``budget``; None if over budget."""
     rewards, offs, costs, rounds, missing, diverged = [], [], [], [], False, False
+    guided_s, mem = [], []
     for seed in entry["report_seeds"]:
         recs = by_run.get(entry["run_ids"][str(seed)], [])
         last = max((r["round"] for r in recs if r.get("round") is not None and r.get("status") == "ok"), default=-1)
@@ -48,13 +49,30 @@ def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict 
         offs += per_sample(rec, "off_support")
         costs.append(nfe_eq(rec, c))
         rounds.append(rec["round"])
+        guided_s.append(guided_seconds(recs, rec))
+        mem.append(rec.get("peak_mem_mb"))
     if not costs and not missing and not diverged:
         return None
     r, o = np.asarray(rewards, dtype=np.float64), np.asarray(offs, dtype=np.float64)
     if r.size and not np.isfinite(r).all():
         diverged = True
     return {"r": r, "o": o, "nfe_eq": max(costs) if costs else math.nan,
-            "round": max(rounds) if rounds else None, "missing": missing, "diverged": diverged}
+            "round": max(rounds) if rounds else None, "missing": missing, "diverged": diverged,
+            "guided_s": _finite_mean(guided_s), "peak_mem_mb": max((m for m in mem if m is not None), default=math.nan)}
+
+
+def guided_seconds(recs: list[dict], rec: dict) -> float:
+    """Wall-clock of the guided pass(es) up to ``rec``'s round: its cumulative wall_s minus round 0's (the
+    unguided batch every run starts with is excluded)."""
+    r0 = next((r for r in recs if r.get("round") == 0 and r.get("status") == "ok"), None)
+    if r0 is None or rec.get("wall_s") is None or r0.get("wall_s") is None:
+        return math.nan
+    return float(rec["wall_s"]) - float(r0["wall_s"])
+
+
+def _finite_mean(v: list) -> float:
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else math.nan
 
 
 def _mean(x: np.ndarray) -> float:
@@ -77,6 +95,7 @@ def build_rows(plan: dict, records: list[dict], task_info) -> list[dict]:
         u = _collect(ung, by_run, None, c) if ung else None
         limit = tol * _mean(u["o"]) + floor if u and u["o"].size else math.inf
         u_ci = bootstrap_ci(u["r"]) if u else (math.nan, math.nan)
+        u_s = u["guided_s"] if u else math.nan
         for tier in tiers:
             budget = tier * unit[_key(g)]
             tier_rows = []
@@ -103,7 +122,8 @@ def build_rows(plan: dict, records: list[dict], task_info) -> list[dict]:
                                   "tier": tier, "budget": budget, "rank": None, "method": e["label"],
                                   "params": _short(e["params"]), "reward_mean": m, "reward_lo": lo, "reward_hi": hi,
                                   "off_support_mean": om, "off_support_lo": olo, "off_support_hi": ohi,
-                                  "nfe_eq": v["nfe_eq"], "round": v["round"], "trials": e["trials"],
+                                  "nfe_eq": v["nfe_eq"], "time_ratio": v["guided_s"] / u_s if u_s > 0 else math.nan,
+                                  "peak_mem_mb": v["peak_mem_mb"], "round": v["round"], "trials": e["trials"],
                                   "tuning_seeds": _seeds(e["tuning_seeds"]), "report_seeds": _seeds(e["report_seeds"]),
                                   "flags": ",".join(flags), "_r": v["r"], "_limit": limit})
             rows += _rank(tier_rows)
@@ -136,8 +156,8 @@ def _seeds(s: list) -> str:
     return " ".join(str(x) for x in s)
 
 
-def _fmt(x: float) -> str:
-    return "nan" if x is None or not math.isfinite(x) else f"{x:.4g}"
+def _fmt(x: float, digits: int = 4) -> str:
+    return "nan" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
 
 def markdown(rows: list[dict], plan: dict) -> str:
@@ -153,7 +173,10 @@ def markdown(rows: list[dict], plan: dict) -> str:
               f"Budget tiers in unguided passes (NFE-eq = F + {plan['c']:g}·V per returned sample, cumulative, round 0 "
               f"included); iterative methods are read at the last round within the tier, best-of-n at N = tier − 1. "
               f"Rank 1 is shared by rows whose paired difference with the leader is not significant; flagged rows are "
-              f"never ranked.\n\n")
+              f"never ranked. Time ratio: wall-clock of the guided pass(es) (round 0 excluded) over unguided's one "
+              f"pass, mean over report seeds, after an untimed warm-up per task/denoiser in each process (measured "
+              f"on this machine, under its load). Peak MB: resident high-water mark of the run over its start, "
+              f"freed heap returned to the OS before each run (max over report seeds).\n\n")
     out.write("Flags: " + "; ".join(f"`{k}`: {v}" for k, v in FLAGS.items()) + ".\n")
     if plan.get("notes"):
         out.write("\n" + "\n".join(f"- {n}" for n in plan["notes"]) + "\n")
@@ -165,14 +188,15 @@ def markdown(rows: list[dict], plan: dict) -> str:
             ns = f" (network seed {r['network_seed']})" if r["network_seed"] else ""
             out.write(f"\n### {r['task']} / {r['reward']} / {r['denoiser']}{ns}: ≤ {r['tier']:g} unguided passes "
                       f"(NFE-eq ≤ {r['budget']:g}; off-support limit {_fmt(r['_limit'])})\n\n")
-            out.write("| rank | method | params | reward ↑ [95 % CI] | off-support ↓ [95 % CI] | NFE-eq | round | "
-                      "trials | flags |\n|---|---|---|---|---|---|---|---|---|\n")
+            out.write("| rank | method | params | reward ↑ [95 % CI] | off-support ↓ [95 % CI] | NFE-eq | time ratio | "
+                      "peak MB | round | trials | flags |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
         bold = r["rank"] == 1
         name = f"**{r['method']}**" if bold else r["method"]
         rank = "–" if r["rank"] is None else str(r["rank"])
         out.write(f"| {rank} | {name} | {r['params']} | {_fmt(r['reward_mean'])} [{_fmt(r['reward_lo'])}, "
                   f"{_fmt(r['reward_hi'])}] | {_fmt(r['off_support_mean'])} [{_fmt(r['off_support_lo'])}, "
-                  f"{_fmt(r['off_support_hi'])}] | {_fmt(r['nfe_eq'])} | {r['round']} | {r['trials']} | "
+                  f"{_fmt(r['off_support_hi'])}] | {_fmt(r['nfe_eq'])} | {_fmt(r['time_ratio'], 3)} | "
+                  f"{_fmt(r['peak_mem_mb'], 3)} | {r['round']} | {r['trials']} | "
                   f"{r['flags']} |\n")
     return out.getvalue()
 

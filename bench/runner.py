@@ -174,6 +174,45 @@ def base_record(spec: RunSpec, built: Built | None, checkpoint: str | None = Non
     }
 
 
+_WARM: set = set()  # (task, T, denoiser, network seed, device) warmed up in this process
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``; the mmap threshold pinned so a
+    large earlier free does not move later allocations onto the heap), so the next region's resident high-water
+    mark grows by what it allocates, not by what earlier runs left cached in the allocator."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed at its default: no growth after a large free
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def prepare_measurement(spec: RunSpec, built: Built, den) -> None:
+    """Before a run's timing and peak memory: once per (task, denoiser) in this process an untimed warm-up pass
+    (an unguided batch, one VJP through the denoiser and the reward, the evaluation), so lazy initialisation
+    lands in no run's figures; then ``release_freed_memory``. A run's wall_s / peak_mem_mb thus do not depend
+    on what ran before it in the same process."""
+    from methods import Counted
+
+    key = (spec.task, spec.T, spec.denoiser, spec.network_seed, built.device)
+    if key not in _WARM:
+        _WARM.add(key)
+        gen = run_rounds(make_method("unguided"), den, built.reward, Protocol(0), batch=spec.batch,
+                         seed=spec.seed, sampler=built.sampler, device=built.device)
+        x = next(gen)["x"].detach().requires_grad_(True)
+        cd = Counted(den)
+        built.reward(cd.x0_hat(x, built.sampler.grid(cd.schedule)[0][0])).sum().backward()
+        evaluate(built.task, built.reward, x.detach())
+        del gen, x, cd
+    release_freed_memory()
+
+
 def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Run ``spec``; yield one record per round. Failures become a final ``error``/``diverged`` row."""
     built = last = None
@@ -185,6 +224,7 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
         gen = run_rounds(built.method, den, built.reward, built.protocol, batch=spec.batch, seed=spec.seed,
                          sampler=built.sampler, device=built.device)
         base = base_record(spec, built, getattr(den, "checkpoint", None))  # identical for every round: once
+        prepare_measurement(spec, built, den)
         with mem:
             while True:
                 with watch.measure():

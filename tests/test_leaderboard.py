@@ -103,3 +103,55 @@ def test_paired_tie_detects_a_real_difference():
     x = rng.normal(0, 1, 200)
     assert tied(x, x + 1e-3 * rng.normal(size=200))
     assert not tied(x + 0.05, x)  # tiny but consistent paired shift: significant under CRN
+
+
+def test_time_ratio_excludes_round_zero_and_peak_memory_is_reported():
+    """time ratio = (wall_s at the read round - wall_s of round 0) / unguided's (round 1 - round 0), mean over
+    seeds; peak MB = the read record's peak_mem_mb, max over seeds. Hand-computed from planted wall-clocks."""
+    def timed(run_id, walls, mems, **kw):
+        recs = records(run_id, BASE + 0.5, ON, **kw)
+        for r, w, m in zip(recs, walls, mems):
+            r.update(wall_s=w, peak_mem_mb=m)
+        return recs
+    recs = (timed("unguided-0", [5.0, 6.0], [1, 2]) + timed("unguided-1", [7.0, 8.0], [1, 2])
+            + timed("g-0", [5.0, 8.0], [1, 10]) + timed("g-1", [9.0, 10.0], [1, 30])  # guided: 3 s and 1 s
+            + timed("it-0", [50.0, 52.0, 56.0], [1, 4, 5], rounds=2, nfe=30, vjp=10)
+            + timed("it-1", [1.0, 3.0, 7.0], [1, 6, 7], rounds=2, nfe=30, vjp=10))
+    ents = [entry("unguided", seeds=(0, 1)), entry("g", seeds=(0, 1)), entry("it", rounds=2, seeds=(0, 1))]
+    rows = build_rows(plan(ents, tiers=(2.0, 5.0, 9.0)), recs, INFO)
+    got = {(r["tier"], r["method"]): r for r in rows}
+    assert got[(2.0, "unguided")]["time_ratio"] == pytest.approx(1.0)
+    assert got[(2.0, "g")]["time_ratio"] == pytest.approx(2.0)  # mean(3, 1) / mean(1, 1)
+    assert got[(2.0, "g")]["peak_mem_mb"] == 30
+    assert got[(5.0, "it")]["time_ratio"] == pytest.approx(2.0) and got[(5.0, "it")]["peak_mem_mb"] == 6
+    assert got[(9.0, "it")]["time_ratio"] == pytest.approx(6.0) and got[(9.0, "it")]["peak_mem_mb"] == 7
+    assert "| time ratio | peak MB |" in markdown(rows, plan(ents))
+
+
+def test_peak_memory_does_not_see_heap_cached_by_an_earlier_run():
+    """50 MB of small (heap, below the mmap threshold) tensors allocated after 200 MB of them were freed: the
+    region's peak is their size, not ~0 (glibc would have reused the cached heap without growing the RSS)."""
+    import torch
+
+    from bench.measure import PeakMemory
+    from bench.runner import release_freed_memory
+
+    chunk = 16 * 1024  # float32 elements: 64 KiB per tensor, under glibc's 128 KiB mmap threshold
+    junk = [torch.ones(chunk) for _ in range(3200)]
+    del junk
+    release_freed_memory()
+    with PeakMemory("cpu") as mem:
+        keep = [torch.ones(chunk) for _ in range(800)]  # 50 MiB, touched
+    assert sum(t.numel() * 4 for t in keep) == 50 * 2**20
+    assert 40 <= mem.mb <= 80, mem.mb
+
+
+def test_first_run_in_a_process_is_warmed_up_before_it_is_measured():
+    from bench import runner
+
+    spec = runner.RunSpec(task="subspace", method="dps", batch=4, T=10, steps=3, seed=7)
+    key = (spec.task, spec.T, spec.denoiser, spec.network_seed, "cpu")
+    runner._WARM.discard(key)
+    recs = runner.execute(spec)
+    assert key in runner._WARM and [r["status"] for r in recs] == ["ok", "ok"]
+    assert recs[1]["wall_s"] > recs[0]["wall_s"] > 0 and recs[1]["peak_mem_mb"] >= 0
