@@ -207,6 +207,8 @@ def _evaluate(trials: dict, by_run: dict, tmpl: dict) -> None:
     """Fill score / off / feasible of every trial (limits from each group's unguided baseline)."""
     from tasks import get_task
 
+    from .leaderboard_trials import spread
+
     base = {}
     for (g, m), ts in trials.items():
         if m == "unguided":
@@ -218,7 +220,8 @@ def _evaluate(trials: dict, by_run: dict, tmpl: dict) -> None:
         for tr in ts:
             r, o, ok = score(tr["specs"], by_run)
             above = optimum is not None and ok and r > optimum + 1e-6 * max(1.0, abs(optimum))
-            tr.update(score=r, off=o, limit=limit, feasible=bool(ok and o <= limit and not above))
+            tr.update(score=r, off=o, limit=limit, feasible=bool(ok and o <= limit and not above),
+                      **spread(tr["specs"], by_run))
 
 
 def _select(ts: list[dict]) -> dict:
@@ -261,6 +264,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
 
     from .executors import make_executor, pretrain_needed
     from .leaderboard import PLAN, write_leaderboard
+    from .leaderboard_figures import write_figures
     from .leaderboard_trials import plot_tuning, write_trials
     from .records import DirLock
     from .suite import Interrupted, SuiteError, run_suite
@@ -342,13 +346,15 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
 
             write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")
             md = write_leaderboard(out)
+            write_figures(out)
             if not a.no_report:
                 print(md)
     except Interrupted as e:
         print(f"bench suite: {e}", file=sys.stderr)
         return 130
     print(f"suite {suite.name}: tuned and reported in {time.perf_counter() - t0:.1f}s -> {out} "
-          f"(leaderboard.md, trials.csv, tuning.png; {failed} failed report runs)", file=sys.stderr)
+          f"(leaderboard.md, trials.csv, tuning.png, pareto.png, reward_nfe.png; {failed} failed report runs)",
+          file=sys.stderr)
     return 1 if failed else 0
 
 
