@@ -178,6 +178,10 @@ def markdown(rows: list[dict], plan: dict) -> str:
               f"on this machine, under its load). Peak MB: resident high-water mark of the run over its start, "
               f"freed heap returned to the OS before each run (max over report seeds).\n\n")
     out.write("Flags: " + "; ".join(f"`{k}`: {v}" for k, v in FLAGS.items()) + ".\n")
+    if "c_measured" in plan:
+        from .leaderboard_cost import c_note
+
+        out.write("\nNFE-eq: " + c_note(plan["c"], plan["c_measured"], plan.get("c_source", "")) + ".\n")
     if plan.get("notes"):
         out.write("\n" + "\n".join(f"- {n}" for n in plan["notes"]) + "\n")
     key = None

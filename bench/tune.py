@@ -264,6 +264,7 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
 
     from .executors import make_executor, pretrain_needed
     from .leaderboard import PLAN, write_leaderboard
+    from .leaderboard_cost import plan_c
     from .leaderboard_figures import write_figures
     from .leaderboard_trials import plot_tuning, write_trials
     from .records import DirLock
@@ -341,7 +342,8 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
             notes = [f"{m}: {', '.join(f'{k} = {v}' for k, v in o.items())} (the sampler it needs)"
                      for m, o in cfg.overrides.items()]
             plan = {"c": cfg.c, "tiers": cfg.tiers, "unit": steps, "trials": cfg.trials, "T": specs[0].T,
-                    "entries": entries, "notes": notes}
+                    "entries": entries, "notes": notes,
+                    **plan_c(out, sorted({g for g, _ in tmpl}), specs[0].batch, specs[0].T)}
             from .atomic import write_text
 
             write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")

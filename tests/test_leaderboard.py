@@ -155,3 +155,27 @@ def test_first_run_in_a_process_is_warmed_up_before_it_is_measured():
     recs = runner.execute(spec)
     assert key in runner._WARM and [r["status"] for r in recs] == ["ok", "ok"]
     assert recs[1]["wall_s"] > recs[0]["wall_s"] > 0 and recs[1]["peak_mem_mb"] >= 0
+
+
+def test_measured_c_from_overhead_rows_and_in_process(tmp_path, monkeypatch):
+    import json
+
+    from bench import overhead
+    from bench.leaderboard_cost import c_from_row, c_note, measured_c
+
+    # unguided: 50 forwards in 1 s (t_F = 0.02 s); look-ahead: 50 F + 50 V in 4 s -> t_V = 0.06 s, c = 3
+    row = {"task": "toy", "denoiser": "oracle", "T": 50, "unguided_s": 1.0, "method_s": 4.0, "nfe": 50, "vjp": 50}
+    assert c_from_row(row) == pytest.approx(3.0)
+    (tmp_path / "overhead.json").write_text(json.dumps({"rows": [row, {**row, "method": "naive", "vjp": 0}]}))
+
+    def boom(*a, **k):
+        raise AssertionError("measured although overhead.json has the group")
+    monkeypatch.setattr(overhead, "measure_overhead", boom)
+    assert measured_c(tmp_path, [("toy", "r", "oracle", 0)], 4, 50) == {"toy/oracle": pytest.approx(3.0)}
+    monkeypatch.undo()
+    got = measured_c(tmp_path / "none", [("subspace", "f1-theta2", "oracle", 0)], batch=4, T=10, rounds=1)
+    assert set(got) == {"subspace/oracle"} and got["subspace/oracle"] > 0  # a VJP takes time
+    note = c_note(2.0, {"toy/oracle": 3.0})
+    assert note.startswith("c = 2 (measured here: toy/oracle 3;")
+    md = markdown([], {**plan([]), "c_measured": {"toy/oracle": 3.0}})
+    assert "NFE-eq: c = 2 (measured here: toy/oracle 3;" in md

@@ -99,6 +99,8 @@ def test_suite_tunes_then_reports_on_disjoint_seeds(tmp_path):
         assert first["flags"] == "" and first["rank"] == "1"
     assert (out / "tuning.png").exists() and (out / "leaderboard.md").exists()
     assert (out / "pareto.png").stat().st_size and (out / "reward_nfe.png").stat().st_size
+    assert "NFE-eq: c = 2 (measured here: subspace/oracle " in (out / "leaderboard.md").read_text()
+    assert plan["c_measured"]["subspace/oracle"] > 0
     dps = [r for r in rows if r["method"] == "dps" and math.isfinite(float(r["reward_mean"]))]
     assert dps and all(float(r["reward_se"]) > 0 and float(r["off_support_se"]) > 0 for r in dps)
     assert not math.isnan(float(board[0]["reward_mean"]))
