@@ -123,3 +123,55 @@ def test_check_space_rejects_bad_declarations():
     assert any("rejected" in e for e in check_space(variant({"zeta": LogRange(0.1, 1.0),
                                                              "normalise": Choice(("none", "bogus"))})))
     assert any("must be a dict" in e for e in check_space(variant(None)))
+
+
+class Watched(dict):
+    """A record that remembers every key read from it (and from its metrics)."""
+
+    def __init__(self, *a, seen, **k):
+        super().__init__(*a, **k)
+        self.seen = seen
+
+    def __getitem__(self, key):
+        self.seen.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.seen.add(key)
+        return super().get(key, default)
+
+
+def test_digits_tuning_constrains_knn_distance_and_never_reads_heldout_metrics():
+    """Digits' support constraint is its off-support error (k-NN distance in held-out features, the records'
+    off_support_*); the held-out evaluator's reward is never read, whatever it says."""
+    from bench.leaderboard_trials import spread
+    from bench.tune import _evaluate
+
+    cfg = TuneConfig(trials=4, tuning_seeds=[7, 8], report_seeds=[0])  # 3 grid trials
+    g = ("digits", "class-3", "trained", 0)
+    tmpl = {(g, m): RunSpec(task="digits", reward="class-3", denoiser="trained", method=m, batch=3, T=10, steps=2)
+            for m in ("unguided", "dps")}
+    trials = plan_trials(tmpl, cfg)
+    seen, by_run = set(), {}
+    # unguided k-NN ratio 1.0 -> limit 2 * 1.0 + 0.01; dps trials: guider reward up, k-NN distance 1.5 / 2.5 / 1.9
+    ratios = {0: 1.5, 1: 2.5, 2: 1.9}
+    rewards = {0: -2.0, 1: -0.1, 2: -0.5}
+    for (gg, m), ts in trials.items():
+        for i, t in enumerate(ts):
+            for s in t["specs"]:
+                o = 1.0 if m == "unguided" else ratios[i]
+                r = -3.0 if m == "unguided" else rewards[i]
+                metrics = Watched({"heldout_reward": 100.0 * (3 - i), "heldout_acc": 1.0, "fid": 0.0}, seen=seen)
+                by_run[s.run_id] = [Watched({"run_id": s.run_id, "round": k, "status": "ok", "reward_mean": r,
+                                             "off_support_mean": o, "reward_per_sample": [r, r + 0.1, r - 0.1],
+                                             "off_support_per_sample": [o, o, o], "metrics": metrics}, seen=seen)
+                                    for k in (0, 1)]
+    _evaluate(trials, by_run, tmpl)
+    for ts in trials.values():
+        for t in ts:
+            spread(t["specs"], by_run)
+    dps = trials[(g, "dps")]
+    assert [t["feasible"] for t in dps] == [True, False, True]  # 2.5 > 2.01: the k-NN constraint binds
+    assert _select(dps) is dps[2]  # best guider reward among the feasible; the held-out reward would pick dps[0]
+    assert dps[0]["limit"] == pytest.approx(2.01)
+    assert "metrics" not in seen and not any("heldout" in k for k in seen), seen
