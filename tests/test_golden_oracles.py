@@ -65,6 +65,16 @@ def test_ddim_variance_interpolates_ddpm():
         assert float(ddim_step(SCHED, zero, zero, zero, t, tp, eta, one)) ** 2 == pytest.approx(eta**2 * var, rel=1e-12)
 
 
+def test_tweedie_x0_hat():
+    """Counted.x0_hat = (x_t - sqrt(1 - abar) eps) / sqrt(abar): on the Gaussian oracle, the posterior mean."""
+    from golden import GaussOracle, X, oracle_np
+    from methods import Counted
+
+    den = Counted(GaussOracle())
+    for t in (1, 6, 9):
+        np.testing.assert_allclose(den.x0_hat(torch.tensor(X), t).numpy(), oracle_np(X, t)[1], rtol=1e-10, atol=1e-12)
+
+
 # ---- the sphere oracle against quadrature ---------------------------------------------------------------------
 
 def vmf_mean_length(p: int, kappa: float, n: int = 40001) -> float:
