@@ -203,13 +203,18 @@ def prepare_measurement(spec: RunSpec, built: Built, den) -> None:
     key = (spec.task, spec.T, spec.denoiser, spec.network_seed, built.device)
     if key not in _WARM:
         _WARM.add(key)
-        gen = run_rounds(make_method("unguided"), den, built.reward, Protocol(0), batch=spec.batch,
-                         seed=spec.seed, sampler=built.sampler, device=built.device)
-        x = next(gen)["x"].detach().requires_grad_(True)
-        cd = Counted(den)
-        built.reward(cd.x0_hat(x, built.sampler.grid(cd.schedule)[0][0])).sum().backward()
-        evaluate(built.task, built.reward, x.detach())
-        del gen, x, cd
+        try:  # a warm-up that fails (e.g. a reward without a gradient) is skipped: the run reports its own errors
+            gen = run_rounds(make_method("unguided"), den, built.reward, Protocol(0), batch=spec.batch,
+                             seed=spec.seed, sampler=built.sampler, device=built.device)
+            x = next(gen)["x"].detach().requires_grad_(True)
+            cd = Counted(den)
+            y = built.reward(cd.x0_hat(x, built.sampler.grid(cd.schedule)[0][0])).sum()
+            if y.requires_grad:
+                y.backward()
+            evaluate(built.task, built.reward, x.detach())
+            del gen, x, cd, y
+        except Exception:
+            pass
     release_freed_memory()
 
 
