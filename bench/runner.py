@@ -1,7 +1,6 @@
 """A run: a picklable spec in, a list of per-round records out (DESIGN.md §2, §5-6)."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -31,6 +30,9 @@ def resolve_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; choose cpu, cuda or auto")
     return device
+
+
+_RUN_IDS: dict[str, str] = {}  # the spec's key (JSON) -> its run id
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,17 @@ class RunSpec:
                 d.pop(k)
         return d
 
-    @functools.cached_property  # a frozen spec hashes to one id; resolving the method is the costly part
+    @property
     def run_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        key = json.dumps(self.key(), sort_keys=True, default=str)
+        rid = _RUN_IDS.get(key)
+        if rid is None:  # resolving the method is the costly part: once per distinct spec and process
+            rid = hashlib.sha256(json.dumps(self.canonical(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+            from methods import REGISTRY
+
+            if self.method in REGISTRY:  # an unresolved name (a plugin not loaded yet) is not remembered
+                _RUN_IDS[key] = rid
+        return rid
 
     @property
     def protocol_name(self) -> str:

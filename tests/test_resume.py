@@ -54,6 +54,7 @@ def test_fingerprint_follows_method_source(tmp_path, monkeypatch):
     """A copy of the tree with one method file edited has another fingerprint; the unedited copy the same."""
     import shutil
 
+    records._fingerprint.cache_clear()  # the tree as it is now (another process may have edited it)
     here = code_fingerprint()
     root = records.Path(records.__file__).resolve().parent.parent
     for rel in records.FINGERPRINT_SOURCES:
