@@ -3,14 +3,15 @@
 - ``pareto.png`` (from ``trials.csv``): per method, its tuning trials as reward vs off-support with ±1.96 SE
   error bars (every returned sample of the trial's tuning seeds pooled) and the Pareto front of the trials as a
   line; one row per method, one column per (task, reward, denoiser), oracle and trained side by side, with the
-  unguided baseline and the off-support limit. A column shares its axes across methods.
+  unguided baseline and the off-support limit (each panel has its own axes).
 - ``reward_nfe.png`` (from ``leaderboard.csv``): per (task, reward, denoiser), mean reward [95 % CI] of every
   method's report runs against the NFE-eq at which it was read in each budget tier (best-of-n's N joined in one
   curve); flagged rows drawn hollow.
 
-Axes are clipped to robust limits (``robust_limits``: quartiles ± 3 IQR of the finite values, within their
-range), so one diverged point does not stretch them; points outside (and non-finite ones) are drawn on the edge
-as red triangles pointing out, counted in the panel. Off-support and NFE-eq axes are logarithmic when positive.
+Axes are clipped to robust limits (``robust_limits``: the values within 10 spreads of their median, the spread
+being that of the closest 75 %, widened to the reference point and line), so one diverged point does not stretch
+them; points outside (and non-finite ones) are drawn on the edge as red triangles pointing out, counted in the
+panel. Off-support and NFE-eq axes are logarithmic when positive.
 """
 from __future__ import annotations
 
@@ -25,16 +26,28 @@ __all__ = ["robust_limits", "pareto_front", "plot_pareto", "plot_reward_nfe", "w
 FIGURES = ("pareto.png", "reward_nfe.png")
 
 
-def robust_limits(values, log: bool = False, k: float = 3.0) -> tuple[float, float] | None:
-    """(lo, hi) covering the bulk of ``values``: [q25 − k·IQR, q75 + k·IQR] clipped to the finite range, padded
-    by 5 %; on a log axis computed on log10 of the positive values. None when no value is usable."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x) and (x > 0 or not log)], np.float64)
-    if v.size == 0:
+def robust_limits(values, log: bool = False, k: float = 10.0, anchors=()) -> tuple[float, float] | None:
+    """(lo, hi) covering the bulk of ``values``: the values within k·s of their median, s = the largest distance to
+    the median among the closest 75 % of them (at least 0.1 |median|, or 0.1 decade on a log axis), widened to
+    include ``anchors`` (reference lines and points), padded by 5 %; on a log axis computed on log10 of the
+    positive values. Robust with a handful of trials: one diverged trial of four is left out. None when empty."""
+    ok = lambda x: x is not None and math.isfinite(x) and (x > 0 or not log)  # noqa: E731
+    v = np.asarray([x for x in values if ok(x)], np.float64)
+    a = np.asarray([x for x in anchors if ok(x)], np.float64)
+    if v.size == 0 and a.size == 0:
         return None
     if log:
-        v = np.log10(v)
-    q1, q3 = np.quantile(v, [0.25, 0.75])
-    lo, hi = max(v.min(), q1 - k * (q3 - q1)), min(v.max(), q3 + k * (q3 - q1))
+        v, a = np.log10(v), np.log10(a)
+    lo = hi = None
+    if v.size:
+        med = np.median(v)
+        d = np.sort(np.abs(v - med))
+        scale = max(d[math.ceil(0.75 * v.size) - 1], 0.1 if log else 0.1 * abs(med), 1e-12)
+        keep = v[np.abs(v - med) <= k * scale]
+        lo, hi = keep.min(), keep.max()
+    if a.size:
+        lo = a.min() if lo is None else min(lo, a.min())
+        hi = a.max() if hi is None else max(hi, a.max())
     pad = 0.05 * (hi - lo) if hi > lo else (0.5 if log else max(0.05 * abs(lo), 0.05))
     lo, hi = lo - pad, hi + pad
     return (10 ** lo, 10 ** hi) if log else (float(lo), float(hi))
@@ -99,15 +112,16 @@ def plot_pareto(out: Path) -> Path | None:
                              squeeze=False)
     for j, g in enumerate(groups):
         col = [r for r in rows if (r["task"], r["reward"], r["denoiser"], r["network_seed"]) == g]
-        offs, rews = [_f(r["off_support_mean"]) for r in col], [_f(r["reward_mean"]) for r in col]
+        offs = [_f(r["off_support_mean"]) for r in col]
         log = all(o > 0 for o in offs if math.isfinite(o)) and any(math.isfinite(o) for o in offs)
-        xlim, ylim = robust_limits(offs, log=log), robust_limits(rews)
         base = next((r for r in col if r["method"] == "unguided"), None)
+        bx, by = (_f(base["off_support_mean"]), _f(base["reward_mean"])) if base else (math.nan, math.nan)
         limit = _f(col[0]["off_support_limit"]) if col else math.nan
         for i, m in enumerate(methods):
             ax = axes[i][j]
             ts = [r for r in col if r["method"] == m]
             x, y = [_f(t["off_support_mean"]) for t in ts], [_f(t["reward_mean"]) for t in ts]
+            xlim, ylim = robust_limits(x, log=log, anchors=(bx, limit)), robust_limits(y, anchors=(by,))
             xe, ye = [1.96 * _f(t.get("off_support_se")) for t in ts], [1.96 * _f(t.get("reward_se")) for t in ts]
             ok = [k for k in range(len(ts)) if math.isfinite(x[k]) and math.isfinite(y[k])]
             if ok:
@@ -119,8 +133,7 @@ def plot_pareto(out: Path) -> Path | None:
                 sel = [k for k in ok if ts[k]["selected"] == "True"]
                 ax.plot([x[k] for k in sel], [y[k] for k in sel], "s", mfc="none", mec="k", ms=8, label="selected")
             if base is not None:
-                ax.plot([_f(base["off_support_mean"])], [_f(base["reward_mean"])], "*", color="k", ms=8,
-                        label="unguided")
+                ax.plot([bx], [by], "*", color="k", ms=8, label="unguided")
             if math.isfinite(limit):
                 ax.axvline(limit, color="0.4", ls="--", lw=0.8)
             if log:
@@ -175,12 +188,13 @@ def plot_reward_nfe(out: Path) -> Path | None:
             x, y = [_f(r["nfe_eq"]) for r in pts], [_f(r["reward_mean"]) for r in pts]
             lo = [max(0.0, y[k] - _f(r["reward_lo"])) for k, r in enumerate(pts)]
             hi = [max(0.0, _f(r["reward_hi"]) - y[k]) for k, r in enumerate(pts)]
-            colour = plt.cm.tab20(i % 20)
+            colour = plt.cm.tab10(i % 10)
             ok = [k for k in range(len(pts)) if math.isfinite(x[k]) and math.isfinite(y[k])]
-            ax.plot([x[k] for k in ok], [y[k] for k in ok], "-", color=colour, lw=1, label=m)
+            ax.plot([x[k] for k in ok], [y[k] for k in ok], "-" if i < 10 else "--", color=colour, lw=1, label=m)
             for k in ok:
                 flagged = bool(pts[k]["flags"])
-                ax.errorbar([x[k]], [y[k]], yerr=[[_nz(lo[k])], [_nz(hi[k])]], fmt="o", ms=4, color=colour,
+                ax.errorbar([x[k]], [y[k]], yerr=[[_nz(lo[k])], [_nz(hi[k])]], fmt="os^vD"[i // 10 % 5], ms=4,
+                            color=colour,
                             mfc="none" if flagged else colour, capsize=2, elinewidth=0.8)
             n_out = _clip(ax, x, y, None, ylim)
             if n_out:

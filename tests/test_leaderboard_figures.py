@@ -15,9 +15,11 @@ def test_robust_limits_ignore_one_diverged_value():
     bulk = [0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]
     lo, hi = robust_limits(bulk + [1e9, math.nan, math.inf])
     assert lo <= 0.9 and 1.6 <= hi < 10  # covers the bulk; 1e9 would stretch a min/max axis 10^8-fold
-    assert hi - lo < 3 * (1.6 - 0.9)  # the bulk fills at least a third of the axis
+    assert robust_limits([1.0, 1.2, 1.5, 1e12])[1] < 10  # four trials, one diverged: quartiles alone would not do
+    assert robust_limits([0.82, 0.91, 1.2, 1.6])[1] >= 1.6  # a spread-out but honest handful is kept whole
+    assert robust_limits([1.0, 2.0], anchors=(50.0, math.nan))[1] >= 50  # the reference line stays in view
     llo, lhi = robust_limits([0.01, 0.02, 0.03, 0.05, 1e12], log=True)
-    assert llo <= 0.01 and 0.05 <= lhi < 1.0
+    assert llo <= 0.01 and 0.05 <= lhi < 100  # a few decades around the bulk, not twelve
     assert robust_limits([math.nan]) is None and robust_limits([-1.0], log=True) is None
 
 
@@ -71,7 +73,7 @@ def test_pareto_panels_per_method_oracle_and_trained_side_by_side(tmp_path, capt
     assert titles[2].startswith("naive · sub/r/oracle") and titles[3].startswith("naive · sub/r/trained")
     for a in axes:
         lo, hi = a.get_xlim()
-        assert hi < 1.0, (a.get_title(), hi)  # the 3e14 diverged trial does not stretch the off-support axis
+        assert hi < 10, (a.get_title(), hi)  # the 3e14 diverged trial does not stretch the off-support axis
         assert a.get_xscale() == "log"
     assert "(1 outside)" in titles[0] and "outside" not in titles[2]
     # the front of dps on the oracle: (0.012, 1.5) -> (0.02, 3.0); (0.025, 1.8) is dominated
