@@ -22,7 +22,7 @@ __all__ = ["build_rows", "write_leaderboard", "markdown", "PLAN"]
 PLAN = "leaderboard_plan.json"
 COLUMNS = ["task", "reward", "denoiser", "network_seed", "tier", "budget", "rank", "method", "params",
            "reward_mean", "reward_lo", "reward_hi", "off_support_mean", "off_support_lo", "off_support_hi",
-           "nfe_eq", "time_ratio", "peak_mem_mb", "round", "trials", "tuning_seeds", "report_seeds", "flags"]
+           "heldout_reward", "nfe_eq", "time_ratio", "peak_mem_mb", "round", "trials", "tuning_seeds", "report_seeds", "flags"]
 
 
 def _group(e: dict) -> tuple:
@@ -32,7 +32,7 @@ def _group(e: dict) -> tuple:
 def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict | None:
     """Pooled per-sample values of an entry's report runs read at ``budget``; None if over budget."""
     rewards, offs, costs, rounds, missing, diverged = [], [], [], [], False, False
-    guided_s, mem = [], []
+    guided_s, mem, held = [], [], []
     for seed in entry["report_seeds"]:
         recs = by_run.get(entry["run_ids"][str(seed)], [])
         last = max((r["round"] for r in recs if r.get("round") is not None and r.get("status") == "ok"), default=-1)
@@ -51,6 +51,7 @@ def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict 
         rounds.append(rec["round"])
         guided_s.append(guided_seconds(recs, rec))
         mem.append(rec.get("peak_mem_mb"))
+        held.append((rec.get("metrics") or {}).get("heldout_reward"))  # images: the held-out evaluator's view
     if not costs and not missing and not diverged:
         return None
     r, o = np.asarray(rewards, dtype=np.float64), np.asarray(offs, dtype=np.float64)
@@ -58,7 +59,7 @@ def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict 
         diverged = True
     return {"r": r, "o": o, "nfe_eq": max(costs) if costs else math.nan,
             "round": max(rounds) if rounds else None, "missing": missing, "diverged": diverged,
-            "guided_s": _finite_mean(guided_s), "peak_mem_mb": max((m for m in mem if m is not None), default=math.nan)}
+            "heldout_reward": _finite_mean(held), "guided_s": _finite_mean(guided_s), "peak_mem_mb": max((m for m in mem if m is not None), default=math.nan)}
 
 
 def guided_seconds(recs: list[dict], rec: dict) -> float:
@@ -124,6 +125,7 @@ def build_rows(plan: dict, records: list[dict], task_info) -> list[dict]:
                                   "off_support_mean": om, "off_support_lo": olo, "off_support_hi": ohi,
                                   "nfe_eq": v["nfe_eq"], "time_ratio": v["guided_s"] / u_s if u_s > 0 else math.nan,
                                   "peak_mem_mb": v["peak_mem_mb"], "round": v["round"], "trials": e["trials"],
+                                  "heldout_reward": v["heldout_reward"],
                                   "tuning_seeds": _seeds(e["tuning_seeds"]), "report_seeds": _seeds(e["report_seeds"]),
                                   "flags": ",".join(flags), "_r": v["r"], "_limit": limit})
             rows += _rank(tier_rows)
@@ -185,6 +187,7 @@ def markdown(rows: list[dict], plan: dict) -> str:
     if plan.get("notes"):
         out.write("\n" + "\n".join(f"- {n}" for n in plan["notes"]) + "\n")
     key = None
+    held = any(math.isfinite(r.get("heldout_reward", math.nan)) for r in rows)  # image tasks: one more column
     for r in rows:
         k = (r["task"], r["reward"], r["denoiser"], r["network_seed"], r["tier"])
         if k != key:
@@ -192,14 +195,16 @@ def markdown(rows: list[dict], plan: dict) -> str:
             ns = f" (network seed {r['network_seed']})" if r["network_seed"] else ""
             out.write(f"\n### {r['task']} / {r['reward']} / {r['denoiser']}{ns}: ≤ {r['tier']:g} unguided passes "
                       f"(NFE-eq ≤ {r['budget']:g}; off-support limit {_fmt(r['_limit'])})\n\n")
-            out.write("| rank | method | params | reward ↑ [95 % CI] | off-support ↓ [95 % CI] | NFE-eq | time ratio | "
-                      "peak MB | round | trials | flags |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+            out.write("| rank | method | params | reward ↑ [95 % CI] | off-support ↓ [95 % CI] | "
+                      + ("held-out reward | " if held else "") + "NFE-eq | time ratio | peak MB | round | trials | "
+                      "flags |\n|" + "---|" * (12 if held else 11) + "\n")
         bold = r["rank"] == 1
         name = f"**{r['method']}**" if bold else r["method"]
         rank = "–" if r["rank"] is None else str(r["rank"])
         out.write(f"| {rank} | {name} | {r['params']} | {_fmt(r['reward_mean'])} [{_fmt(r['reward_lo'])}, "
                   f"{_fmt(r['reward_hi'])}] | {_fmt(r['off_support_mean'])} [{_fmt(r['off_support_lo'])}, "
-                  f"{_fmt(r['off_support_hi'])}] | {_fmt(r['nfe_eq'])} | {_fmt(r['time_ratio'], 3)} | "
+                  f"{_fmt(r['off_support_hi'])}] | " + (f"{_fmt(r['heldout_reward'])} | " if held else "")
+                  + f"{_fmt(r['nfe_eq'])} | {_fmt(r['time_ratio'], 3)} | "
                   f"{_fmt(r['peak_mem_mb'], 3)} | {r['round']} | {r['trials']} | "
                   f"{r['flags']} |\n")
     return out.getvalue()

@@ -1,6 +1,8 @@
 """Leaderboard: flags keep planted bad rows from rank 1, ties, budget reading, bootstrap coverage."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -179,3 +181,17 @@ def test_measured_c_from_overhead_rows_and_in_process(tmp_path, monkeypatch):
     assert note.startswith("c = 2 (measured here: toy/oracle 3;")
     md = markdown([], {**plan([]), "c_measured": {"toy/oracle": 3.0}})
     assert "NFE-eq: c = 2 (measured here: toy/oracle 3;" in md
+
+
+def test_heldout_reward_column_only_for_tasks_with_a_heldout_evaluator():
+    recs = records("unguided-0", BASE, ON) + records("g-0", BASE + 0.5, ON)
+    ents = [entry("unguided"), entry("g")]
+    rows = build_rows(plan(ents), recs, INFO)
+    assert all(math.isnan(r["heldout_reward"]) for r in rows)
+    assert "held-out reward" not in markdown(rows, plan(ents))
+    for r in recs:
+        r["metrics"] = {"heldout_reward": -1.0 if r["run_id"] == "g-0" else -2.0}
+    rows = build_rows(plan(ents), recs, INFO)
+    assert {r["method"]: r["heldout_reward"] for r in rows} == {"g": -1.0, "unguided": -2.0}
+    md = markdown(rows, plan(ents))
+    assert "| held-out reward | NFE-eq |" in md and "] | -1 | 20 |" in md
