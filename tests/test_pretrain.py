@@ -1,4 +1,6 @@
 """Checkpoint cache: keyed by task/version/config, atomic, corrupt, mismatched or altered files are retrained."""
+import json
+
 import torch
 
 from tasks import get_task
@@ -115,3 +117,15 @@ def test_shipped_checkpoint_is_used_on_a_cache_miss_and_checked(tmp_path, monkey
     except AssertionError:
         pass
     assert trained == [1]  # the altered shipped file was not used: training was attempted
+
+
+def test_default_networks_are_shipped_for_the_current_training_config():
+    """The subspace and sphere defaults ship in tasks/data/nets (made by `bench pretrain`, see its README); a change
+    of the default training config or architecture without new files would silently retrain on every fresh clone."""
+    for name in ("subspace", "sphere"):
+        cfg = pretrain.train_config(get_task(name, 200))
+        path = pretrain.shipped_path(cfg)
+        assert path.exists(), f"{path.name} missing: regenerate with tasks/data/nets/README.md"
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        assert ck["config"] == json.loads(json.dumps(cfg))
+        assert ck["sha256"] == pretrain.weights_hash(ck["state_dict"])  # the checksum load_checkpoint verifies
