@@ -155,7 +155,7 @@ def write_index(reports_dir) -> Path:
     root = Path(reports_dir)
     rows = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        summary = next((d / n for n in ("summary.md", "README.md", "report.md") if (d / n).exists()), None)
+        summary = next((d / n for n in ("leaderboard.md", "summary.md", "README.md", "report.md") if (d / n).exists()), None)
         if summary is None:
             continue
         meta = load_json(d / "suite.json") if (d / "suite.json").exists() else {}

@@ -349,6 +349,12 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
             write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")
             md = write_leaderboard(out)
             write_figures(out)
+            from .report import write_index
+            from .suite import write_suite_meta
+
+            write_suite_meta(suite, out, report)  # suite.json: what the reports index shows
+            if out.resolve().parent.name == "reports":  # keep the index of reference reports current
+                write_index(out.resolve().parent)
             if not a.no_report:
                 print(md)
     except Interrupted as e:
