@@ -305,7 +305,7 @@ def make_parser() -> argparse.ArgumentParser:
     pt.add_argument("--T", type=int, default=200, help="diffusion steps of the schedule")
     pt.add_argument("--train-steps", type=int, default=None, help="override the number of training steps")
     pt.add_argument("--force", action="store_true", help="retrain even if a valid checkpoint is cached")
-    pt.add_argument("--network-seed", type=int, default=0, help="training seed (0: the default network)")
+    pt.add_argument("--network-seed", type=_nonneg, default=0, help="training seed (0: the default network)")
     pt.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
     pt.set_defaults(fn=cmd_pretrain)
     add_plugin_option(p, "plugin_top")

@@ -137,6 +137,8 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
         net_seeds = _as_list(base.pop("network_seed", 0))  # a list sweeps the trained networks' seeds
         base = {k: typed_field(k, v, f"{suite.path.name} [[grid]] #{gi}") for k, v in base.items()}
         net_seeds = [typed_field("network_seed", v, f"{suite.path.name} [[grid]] #{gi}") for v in net_seeds]
+        if any(v < 0 for v in net_seeds):
+            raise SuiteError(f"network_seed must be a non-negative integer, got {min(net_seeds)}")
         if device:
             base["device"] = device
         run_seeds = seeds if seeds is not None else _as_list(g.get("seeds", suite.defaults.get("seeds", [0])))

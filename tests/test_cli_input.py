@@ -66,6 +66,7 @@ def cwd(tmp_path, monkeypatch):
     (["--param", "delta=0.1", "--param", "delta=0.2"], "--param delta given twice"),
     (["--param", "delta=true"], "bad value for delta: expected a number, got 'true'"),
     (["--param", "delta=1e"], "expected a number"),
+    (["--denoiser", "trained", "--network-seed", "-2"], "network_seed must be a non-negative integer, got -2"),
 ])
 def test_run_bad_input(cwd, tmp_path, capsys, args, needle):
     out = tmp_path / "out"
@@ -117,6 +118,7 @@ def test_suite_fixture_is_valid(cwd, tmp_path, capsys):
     ("eta = 0.5", "", [], "eta applies to the ddim sampler only"),
     ('sampler = "ddim"\neta = 2', "", [], "DDIM eta must be in [0, 1]"),
     ("steps = 11", "", [], "steps must be between 1 and T = 10, got 11"),
+    ("", "network_seed = [-1]", [], "network_seed must be a non-negative integer, got -1"),
 ])
 def test_suite_bad_input(cwd, tmp_path, capsys, top, grid, args, needle):
     out = tmp_path / "o"
