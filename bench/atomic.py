@@ -28,11 +28,14 @@ def replacing(path: str | os.PathLike):
             os.unlink(tmp)
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+def write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; ``fsync`` flushes it to disk before the rename (records)."""
     with replacing(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
     return Path(path)
 
 

@@ -48,9 +48,6 @@ def check_spec(spec) -> None:
 
     if int(spec.seed) != spec.seed or isinstance(spec.seed, bool) or spec.seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {spec.seed!r}")
-    ns = getattr(spec, "network_seed", 0)
-    if isinstance(ns, bool) or int(ns) != ns or ns < 0:
-        raise UsageError(f"network_seed must be a non-negative integer, got {ns!r}")
     if spec.steps is not None and not 1 <= spec.steps <= spec.T:
         raise UsageError(f"steps must be between 1 and T = {spec.T}, got {spec.steps}")
     if spec.sampler == "ddpm" and spec.eta != 1.0:

@@ -129,10 +129,10 @@ class RecordWriter:
     one go with SIGINT/SIGTERM held back until they are flushed and fsynced, and a failed write (a full disk)
     truncates the file back to where it was, so every line on disk parses and a run's rows are never split."""
 
-    def __init__(self, out: str | os.PathLike):
+    def __init__(self, out: str | os.PathLike, name: str = "records.jsonl"):
         self.dir = Path(out)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "records.jsonl"
+        self.path = self.dir / name
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # unbuffered: no hidden tail
 
     def write(self, rec: dict) -> None:

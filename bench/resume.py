@@ -7,7 +7,6 @@ is. Only the suite driver writes, under the output directory's lock."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,21 +164,15 @@ def archive_rows(out: Path, rows: list[tuple[dict, str]]) -> None:
     if not rows:
         return
     date = now()
-    w = RecordWriter.__new__(RecordWriter)  # same whole-or-nothing append, another file
-    w.dir, w.path = out, out / ARCHIVE
-    w._fd = os.open(w.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    with w:
+    with RecordWriter(out, ARCHIVE) as w:  # the same whole-or-nothing append as records.jsonl
         w.write_run([{**row, "archived": {"reason": reason, "date": date}} for row, reason in rows])
 
 
 def rewrite(path: Path, rows: list[dict]) -> None:
     """Atomically replace ``path`` with ``rows`` (temp file + fsync + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from . import atomic
+
+    atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in rows), fsync=True)
 
 
 def compact(out: Path, ids: set[str] | None = None, *, retry_failed: bool = False) -> Plan:

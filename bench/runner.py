@@ -129,8 +129,8 @@ def build(spec: RunSpec) -> Built:
     protocol = Protocol(spec.rounds, spec.algorithm, spec.ft_lr, spec.ft_start, spec.ft_steps, noise=spec.noise)
     if spec.algorithm == 2 and spec.denoiser == "oracle":
         raise ValueError("algorithm 2 fine-tunes the score network; it needs --denoiser trained")
-    if int(spec.network_seed) != spec.network_seed or spec.network_seed < 0:
-        raise ValueError(f"network_seed must be an integer >= 0, got {spec.network_seed!r}")
+    if isinstance(spec.network_seed, bool) or int(spec.network_seed) != spec.network_seed or spec.network_seed < 0:
+        raise ValueError(f"network_seed must be a non-negative integer, got {spec.network_seed!r}")
     if spec.network_seed and spec.denoiser == "oracle":
         raise ValueError("the oracle has no network seed; --network-seed needs a trained denoiser")
     if spec.noise != "fresh" and method.iterative:

@@ -26,18 +26,23 @@ def suggest(kind: str, name: str, valid) -> UnknownName:
     return UnknownName(f"unknown {kind} {name!r}; {hint}valid: {', '.join(valid)}")
 
 
-def register(cls: type[Method]) -> type[Method]:
-    """Add a Method subclass under ``cls.name``; registering the same class again is a no-op, another class
-    under a taken name is an error (plugins cannot shadow built-in methods)."""
-    if not (isinstance(cls, type) and issubclass(cls, Method)) or cls.name == "?":
-        raise ValueError(f"register() needs a Method subclass with a name, got {cls!r}")
-    old = REGISTRY.get(cls.name)
+def add_named(registry: dict, cls: type, base: type, kind: str, fn: str) -> type:
+    """Add a ``base`` subclass to ``registry`` under ``cls.name``: the same class again is a no-op, another class
+    under a taken name is an error (plugins cannot shadow built-ins). Shared by methods and tasks."""
+    if not (isinstance(cls, type) and issubclass(cls, base)) or cls.name == "?":
+        raise ValueError(f"{fn}() needs a {base.__name__} subclass with a name, got {cls!r}")
+    old = registry.get(cls.name)
     if old is cls:
         return cls
     if old is not None:
-        raise ValueError(f"method name {cls.name!r} is already taken by {old.__module__}.{old.__qualname__}")
-    REGISTRY[cls.name] = cls
+        raise ValueError(f"{kind} name {cls.name!r} is already taken by {old.__module__}.{old.__qualname__}")
+    registry[cls.name] = cls
     return cls
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Add a Method subclass under ``cls.name`` (``add_named``)."""
+    return add_named(REGISTRY, cls, Method, "method", "register")
 
 
 def get_method(name: str) -> type[Method]:

@@ -8,7 +8,7 @@ import weakref
 from functools import lru_cache
 from typing import Callable
 
-from methods.registry import suggest
+from methods.registry import add_named, suggest
 
 from .base import DENOISER_KINDS, NetDenoiser, Reward, Task  # noqa: F401
 from .sphere import Sphere
@@ -40,15 +40,7 @@ def get_task(name: str, T: int = 200) -> Task:
 
 def register_task(cls: type[Task]) -> type[Task]:
     """Add a Task subclass under ``cls.name``; the same class again is a no-op, a taken name an error."""
-    if not (isinstance(cls, type) and issubclass(cls, Task)) or cls.name == "?":
-        raise ValueError(f"register_task() needs a Task subclass with a name, got {cls!r}")
-    old = TASKS.get(cls.name)
-    if old is cls:
-        return cls
-    if old is not None:
-        raise ValueError(f"task name {cls.name!r} is already taken by {old.__module__}.{old.__qualname__}")
-    TASKS[cls.name] = cls
-    return cls
+    return add_named(TASKS, cls, Task, "task", "register_task")
 
 
 def register_reward(task_name: str, reward: Reward | Callable[[Task], Reward]) -> Reward | Callable:
