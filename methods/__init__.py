@@ -31,3 +31,9 @@ for _cls in (DPS, MPGD, Universal, FreeDoM, Polyak, ForwardOnly):
 from .best_of_n import BestOfN  # noqa: E402
 
 register(BestOfN)
+from .fk_steering import FKSteering  # noqa: E402
+from .tds import TDS  # noqa: E402
+from .svdd import SVDD  # noqa: E402
+
+for _cls in (FKSteering, TDS, SVDD):
+    register(_cls)

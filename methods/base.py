@@ -52,6 +52,7 @@ class Objective:
         self.reward, self.cost = reward, cost
         self.anchor, self.g, self.r_anchor, self.linear = anchor, g, r_anchor, linear
         self._targets: dict[float, torch.Tensor] = {}
+        self.info: dict = {}  # per-round diagnostics a method reports (e.g. particle ESS): go to the record's metrics
 
     @classmethod
     def linearised(cls, reward: Callable, cost: Cost, anchor: torch.Tensor, linear: bool) -> "Objective":

@@ -115,4 +115,5 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
         noise_round = 1 if protocol.noise == "reuse" else k
         noise = NoiseStream(sample_seeds(seed, noise_round, batch), shape, device, dtype)
         x = method.sample(den, obj, noise, sampler)
+        info.update(obj.info)
         yield {"round": k, "x": x, "cost": cost, "info": info}
