@@ -4,7 +4,8 @@ A suite file (``bench/suites/<name>.toml``) holds defaults for every run (any Ru
 ``[[grid]]`` blocks; each block is the cartesian product of its ``tasks`` x ``rewards`` x ``denoisers`` x
 ``methods`` x swept ``[grid.params.<method>]`` values x seeds. ``methods = ["*"]`` means every method of
 ``methods.REGISTRY`` at run time (``exclude = [...]`` drops some). Rewards a task does not have are skipped;
-omitted rewards mean the task's first reward.
+omitted rewards mean the task's first reward. "*" also skips the (reward, denoiser) pairs a method declares it cannot run
+(``Method.unsupported``, e.g. exact-guidance off the oracle).
 """
 from __future__ import annotations
 
@@ -172,6 +173,9 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
                     for m in methods:
                         if only and m not in only:
                             continue
+                        if m not in _as_list(g["methods"]) and getattr(REGISTRY[m], "unsupported", lambda *a: None)(
+                                task.rewards[rw], den):  # "*" skips what a method cannot run (exact-guidance)
+                            continue
                         for pr in _param_grid(params.get(m, {})):
                             for s, ns in itertools.product(run_seeds, [0] if den == "oracle" else net_seeds):
                                 spec = RunSpec(task=task_name, reward=rw, denoiser=den, method=m, params=pr,
@@ -219,7 +223,7 @@ def _raise_interrupt(signum, frame):
 
 
 def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = True, log=None,
-              retry_failed: bool = False) -> dict:
+              retry_failed: bool = False, group_rows: int | None = None) -> dict:
     """Run the specs not yet complete in ``out``; the driver writes each run's records when it finishes.
 
     A run is reused only when its records are complete and were produced by the same code (``code``
@@ -227,7 +231,9 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
     the log says why each group of runs is recomputed. ``retry_failed`` re-runs ``error``/``diverged`` runs.
     Returns counts {"total", "skipped", "ran", "failed", "recomputed"} (failed counts every failed run of
     ``specs``, including failures recorded by an earlier invocation). Raises Interrupted on SIGINT/SIGTERM after
-    closing cleanly. Holds ``out``'s lock: a second writer fails at once (records.LockedError).
+    closing cleanly. Holds ``out``'s lock: a second writer fails at once (records.LockedError). Runs of a batchable
+    method that differ only in seeds and batched hyperparameters run as stacked groups of at most ``group_rows``
+    rows (bench/batched.py; same records as run alone).
     """
     import sys
 
@@ -237,12 +243,13 @@ def run_suite(specs: list[RunSpec], out: Path, executor, *, progress: bool = Tru
     out = Path(out)
     specs = under_out(specs, out)  # a relative save_samples means under out, whoever calls
     with DirLock(out, "bench suite"):
-        return _run_locked(specs, out, executor, progress, log, retry_failed)
+        return _run_locked(specs, out, executor, progress, log, retry_failed, group_rows)
 
 
-def _run_locked(specs, out, executor, progress, log, retry_failed) -> dict:
+def _run_locked(specs, out, executor, progress, log, retry_failed, group_rows=None) -> dict:
     import signal
 
+    from .batched import imap_runs
     from .progress import Progress
     from .records import RecordWriter
     from .resume import ARCHIVE
@@ -271,7 +278,7 @@ def _run_locked(specs, out, executor, progress, log, retry_failed) -> dict:
     failed_before = len(failed)
     try:
         with RecordWriter(out) as w, executor as ex:
-            for i, records in ex.imap_unordered(default_fn(), todo):
+            for i, records in imap_runs(ex, todo, group_rows):  # batched groups, one record list per run
                 if isinstance(records, TaskFailed):  # nothing recorded: a re-run retries it
                     failed.add(todo[i].run_id)
                     log(f"worker failed on {todo[i].method} on {todo[i].task}/{todo[i].denoiser}: {records}")

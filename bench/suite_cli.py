@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                    help="serial (default with 1 worker), process (default with --workers > 1) or dask")
     s.add_argument("--scheduler", default=None, help="dask scheduler address tcp://HOST:PORT (implies dask)")
     s.add_argument("--no-report", action="store_true", help="write records only")
+    s.add_argument("--group-rows", type=_positive, default=None,
+                   help="batched sweeps: at most this many rows (sum of batches) per stacked group of runs "
+                        "(default $GUIDANCE_BENCH_GROUP_ROWS or 4096; the batch size turns batching off)")
     s.set_defaults(fn=cmd_suite)
 
 
@@ -63,6 +66,13 @@ def cmd_suite(a) -> int:
     out = Path(a.out or Path("results") / suite.name)
     specs = under_out(specs, out)
     validate(specs)
+    if a.group_rows is None:  # a bad GUIDANCE_BENCH_GROUP_ROWS is bad input, reported before anything runs
+        from .batched import group_rows_default
+
+        try:
+            a.group_rows = group_rows_default()
+        except ValueError as e:
+            raise SuiteError(str(e)) from None
     if suite.tune:  # the fair-comparison protocol: tune on tuning seeds, report on report seeds, leaderboard
         from .tune import cmd_tuned
 
@@ -105,7 +115,7 @@ def cmd_suite(a) -> int:
                   f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
         try:
             write_suite_meta(suite, out, specs)
-            counts = run_suite(specs, out, executor, retry_failed=a.retry_failed)
+            counts = run_suite(specs, out, executor, retry_failed=a.retry_failed, group_rows=a.group_rows)
             if not a.no_report:
                 from .report import print_table, write_report
 

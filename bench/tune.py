@@ -298,7 +298,8 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
             ex = make_executor(kind, a.workers, a.scheduler, threads=a.threads)
         except (RuntimeError, OSError) as e:
             raise SuiteError(str(e)) from None
-        n = run_suite(list({s.run_id: s for s in sp}.values()), d, ex, retry_failed=a.retry_failed)["failed"]
+        n = run_suite(list({s.run_id: s for s in sp}.values()), d, ex, retry_failed=a.retry_failed,
+                      group_rows=getattr(a, "group_rows", None))["failed"]  # batched groups (bench/batched.py)
         failed += n if report else 0
 
     tune_dir = out / "tune"

@@ -16,7 +16,7 @@ import torch
 from .denoiser import Cost, Counted
 from .sampling import NoiseStream, Sampler
 
-__all__ = ["param", "Method", "PerStepMethod", "Objective", "StepCtx", "bdot"]
+__all__ = ["param", "Method", "PerStepMethod", "Objective", "StepCtx", "bdot", "hp", "is_zero", "is_batchable"]
 
 
 def param(default: Any, help: str, *, min: float | None = None, choices: tuple | None = None):
@@ -37,6 +37,28 @@ def bnorm2(a: torch.Tensor) -> torch.Tensor:
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a [B] tensor to broadcast against [B, *shape] (append_dims)."""
     return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
+
+
+def hp(v, like: torch.Tensor):
+    """A hyperparameter (or a float expression of hyperparameters) as it enters arithmetic with ``like``: a Python
+    float unchanged; a batched group's per-sample float64 [B] tensor cast to ``like``'s dtype and device and shaped
+    to broadcast against it. Casting the float64 expression once, as torch casts a Python scalar, keeps a batched
+    sample bit-identical to the same sample run alone."""
+    if not isinstance(v, torch.Tensor):
+        return v
+    return per_sample(v.to(device=like.device, dtype=like.dtype), like)
+
+
+def is_zero(v) -> bool:
+    """``v == 0`` for a hyperparameter that may be a batched group's per-sample tensor (all zero or none: the
+    group key separates zero strengths, which change a step's structure)."""
+    return bool((v == 0).all()) if isinstance(v, torch.Tensor) else v == 0
+
+
+def is_batchable(cls) -> bool:
+    """Whether runs of this method class may share one stacked batch: ``batchable = True`` declared on the class
+    itself (a subclass that changes the maths does not inherit it)."""
+    return bool(cls.__dict__.get("batchable", False))
 
 
 class Objective:
@@ -80,9 +102,11 @@ class Objective:
         if self.g is None:
             raise RuntimeError("this method needs a linearised objective (an anchor batch); "
                                "run it through the round protocol")
-        if delta not in self._targets:
-            self._targets[delta] = bdot(self.g, self.anchor) + delta
-        return self._targets[delta]
+        key = ("per-sample", id(delta)) if isinstance(delta, torch.Tensor) else delta  # a group's [B] deltas
+        if key not in self._targets:
+            gz = bdot(self.g, self.anchor)
+            self._targets[key] = gz + hp(delta, gz)
+        return self._targets[key]
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,10 @@ class Method:
     summary: ClassVar[str] = ""
     iterative: ClassVar[bool] = False  # True: the method runs its own rounds (``rounds``)
     search_space: ClassVar[dict | None] = None  # field -> methods.search dimension; every method declares its own
+    # batched sweeps (bench/batched.py): runs of a ``batchable`` method (declared on the class itself) that differ
+    # only in seeds and ``batch_params`` share one stacked batch; those fields then hold per-sample [B] tensors
+    batchable: ClassVar[bool] = False
+    batch_params: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         for f in fields(self):
@@ -111,6 +139,30 @@ class Method:
 
     def hparams(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def batch_key(self) -> tuple:
+        """What runs sharing a batch must agree on: every hyperparameter except ``batch_params``, of which only
+        whether each is None or zero (a zero strength takes the unguided branch, which draws noise differently)."""
+        return tuple((k, ("none" if v is None else "zero" if v == 0 else "on") if k in self.batch_params else v)
+                     for k, v in sorted(self.hparams().items()))
+
+    @classmethod
+    def stack(cls, methods: list["Method"], rows: list[int]) -> "Method":
+        """One method for a stacked batch: ``methods[0]`` with every ``batch_params`` field whose value differs
+        across ``methods`` replaced by a float64 tensor holding each method's value for each of its ``rows``
+        (methods must share ``batch_key``; each was validated when it was built)."""
+        import copy
+
+        first = methods[0]
+        if any(m.batch_key() != first.batch_key() or type(m) is not type(first) for m in methods):
+            raise ValueError(f"{cls.name}: only methods with the same batch_key share a batch")
+        out = copy.copy(first)
+        counts = torch.tensor(rows)
+        for k in cls.batch_params:
+            vals = [getattr(m, k) for m in methods]
+            if any(v != vals[0] for v in vals):
+                object.__setattr__(out, k, torch.tensor(vals, dtype=torch.float64).repeat_interleave(counts))
+        return out
 
     @classmethod
     def params(cls) -> list[tuple[str, Any, str]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import Method, param
+from .base import Method, hp, is_zero, param
 from .sampling import NoiseStream
 from .search import LogRange
 
@@ -46,6 +46,8 @@ class _Stacked:
 @dataclass(frozen=True)
 class BestOfN(Method):
     name = "best-of-n"
+    batchable = True
+    batch_params = ("lam",)
     strength = "lam"
     summary = "N unguided samples per returned sample; keep the highest reward (hard) or pick ∝ exp(lam r) (soft)"
     search_space = {"lam": LogRange(0.1, 100.0)}
@@ -69,10 +71,10 @@ class BestOfN(Method):
         cand = x.reshape(self.n, B, *x.shape[1:])
         if self.lam is None:
             pick = r.argmax(0)
-        elif self.lam == 0:
+        elif is_zero(self.lam):
             pick = torch.zeros(B, dtype=torch.long, device=x.device)
         else:
-            logits = (self.lam * r.double()).cpu()
+            logits = (hp(self.lam, r[0].double()) * r.double()).cpu()
             pick = torch.tensor([int(torch.multinomial(torch.softmax(logits[:, i], 0), 1,
                                                        generator=torch.Generator().manual_seed(_child_seed(s, 0))))
                                  for i, s in enumerate(g.initial_seed() for g in noise.gens)], device=x.device)

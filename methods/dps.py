@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import param, per_sample
+from .base import hp, is_zero, param, per_sample
 from .policy import PolicyMethod, plain_step
 from .search import Choice, LogRange
 
@@ -37,6 +37,8 @@ def grad_xt(ctx, obj, x: torch.Tensor):
 @dataclass(frozen=True)
 class DPS(PolicyMethod):
     name = "dps"
+    batchable = True
+    batch_params = ("zeta",)
     strength = "zeta"
     summary = "DPS: x_{t'} = sampler step + zeta grad_{x_t} r(x0_hat(x_t)) (through the denoiser)"
     search_space = {"zeta": LogRange(1e-3, 10.0), "normalise": Choice(("none", "loss"))}
@@ -48,10 +50,11 @@ class DPS(PolicyMethod):
         return (1, 1) if self.zeta > 0 else (1, 0)
 
     def step(self, ctx, obj, x, noise):
-        if self.zeta == 0:
+        if is_zero(self.zeta):
             return plain_step(ctx, x, noise)
         eps, x0, r, d = grad_xt(ctx, obj, x)
         z = noise()
         x_next = ctx.sampler.step(ctx.den.schedule, x, x0, eps, ctx.t, ctx.t_prev, z)
-        zeta = self.zeta if self.normalise == "none" else self.zeta / r.abs().clamp_min(1e-8)
+        zeta = hp(self.zeta, r)  # zeta / |r| written as torch evaluates a Python scalar over a tensor
+        zeta = zeta if self.normalise == "none" else r.abs().clamp_min(1e-8).reciprocal() * zeta
         return x_next + per_sample(zeta * torch.ones_like(r), x) * d

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import param, per_sample
+from .base import hp, is_zero, param, per_sample
 from .policy import PolicyMethod, plain_step
 from .search import LogRange, Range
 
@@ -49,6 +49,8 @@ def jvp_fd(den, x: torch.Tensor, t: int, e: torch.Tensor, fd_h: float, x0: torch
 @dataclass(frozen=True)
 class ForwardOnly(PolicyMethod):
     name = "forward-only"
+    batchable = True
+    batch_params = ("lr", "lr_decay")
     strength = "lr"
     summary = "Graikos et al.: x_t += lr J e by finite differences (forwards only), K inner moves per step"
     search_space = {"lr": LogRange(1e-3, 3.0), "lr_decay": Range(0.05, 1.0)}
@@ -62,18 +64,34 @@ class ForwardOnly(PolicyMethod):
     def step_cost(self):
         return (1 + 2 * self.K, 0) if self.lr > 0 else (1, 0)
 
+    def lr_schedule(self) -> list:
+        """The K inner step sizes, linear from lr to lr * lr_decay: floats, or in a batched group per-sample
+        float64 [B] tensors (numpy's linspace of each distinct (lr, lr_decay), so every sample gets its own
+        run's floats exactly)."""
+        if not isinstance(self.lr, torch.Tensor) and not isinstance(self.lr_decay, torch.Tensor):
+            return np.linspace(self.lr, self.lr * self.lr_decay, self.K).tolist()
+        cached = self.__dict__.get("_lr_schedule")
+        if cached is None:
+            lr, dec = (torch.as_tensor(v, dtype=torch.float64) for v in (self.lr, self.lr_decay))
+            pairs = torch.stack(torch.broadcast_tensors(lr, dec), 1)
+            uniq, inv = torch.unique(pairs, dim=0, return_inverse=True)
+            table = torch.tensor(np.stack([np.linspace(a, a * b, self.K) for a, b in uniq.tolist()], 1))
+            cached = list(table[:, inv])  # K tensors of [B]
+            object.__setattr__(self, "_lr_schedule", cached)
+        return cached
+
     def step(self, ctx, obj, x, noise):
-        if self.lr == 0:
+        if is_zero(self.lr):
             return plain_step(ctx, x, noise)
         sqrt_h = math.sqrt(ctx.h)
         eps = ctx.den.eps(x, ctx.t)
         x0 = (x - sqrt_h * eps) / ctx.alpha
-        for lr_k in np.linspace(self.lr, self.lr * self.lr_decay, self.K).tolist():
+        for lr_k in self.lr_schedule():
             _, e = obj.value_and_grad(x0)
             d = jvp_fd(ctx.den, x, ctx.t, e, self.fd_h, x0)
             dn = inf_norm(d)
             d = d / (dn.clamp_min(1e-12) if self.normalise == "inf" else dn.clamp_min(1.0))
-            x = x + lr_k * d
+            x = x + hp(lr_k, d) * d
             eps = ctx.den.eps(x, ctx.t)
             x0 = (x - sqrt_h * eps) / ctx.alpha
         return ctx.sampler.step(ctx.den.schedule, x, x0, eps, ctx.t, ctx.t_prev, noise())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import param, per_sample
+from .base import hp, is_zero, param
 from .dps import grad_xt
 from .policy import PolicyMethod, plain_step
 from .search import Choice, LogRange
@@ -47,7 +47,7 @@ class TimeTravel(PolicyMethod):
     def repeats(self, i: int, n: int) -> int:
         """Guided repetitions of step i of n (0 = plain step)."""
         u = 1 - i / n
-        if self.rho == 0 or u <= self.stop:
+        if is_zero(self.rho) or u <= self.stop:
             return 0
         return self.r if self.tt_lo <= u <= self.tt_hi else 1
 
@@ -76,6 +76,8 @@ class TimeTravel(PolicyMethod):
 @dataclass(frozen=True)
 class FreeDoM(TimeTravel):
     name = "freedom"
+    batchable = True
+    batch_params = ("rho",)
     strength = "rho"
     summary = "FreeDoM: x_t-gradient after the step, rho sqrt(abar_t), time travel r in a window, cut-off"
     search_space = {"rho": LogRange(0.01, 100.0), "rho_rule": Choice(("sqrt_abar", "constant"))}
@@ -83,4 +85,4 @@ class FreeDoM(TimeTravel):
                           choices=("sqrt_abar", "constant"))
 
     def step_size(self, ctx, x, eps, r, d):
-        return self.rho * ctx.alpha if self.rho_rule == "sqrt_abar" else self.rho
+        return hp(self.rho * ctx.alpha if self.rho_rule == "sqrt_abar" else self.rho, d)

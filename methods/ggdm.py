@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import param
+from .base import hp, param
 from .policy import PolicyMethod
 
 
@@ -23,4 +23,4 @@ class GGDMGuidance(PolicyMethod):
 
     def beta_t(self, rule: torch.Tensor) -> torch.Tensor:
         """beta_coef * (the constant beta if given, else the per-sample reference rule)."""
-        return self.beta_coef * (rule if self.beta is None else torch.full_like(rule, self.beta))
+        return hp(self.beta_coef, rule) * (rule if self.beta is None else torch.full_like(rule, self.beta))

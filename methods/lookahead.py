@@ -23,6 +23,8 @@ from .search import LogRange
 @dataclass(frozen=True)
 class LookAhead(GGDMGuidance):
     name = "look-ahead"
+    batchable = True
+    batch_params = ("delta", "beta_coef")
     summary = "GGDM look-ahead guidance G_loss: gradient of (y - g.x0_hat)^2 through the denoiser"
     search_space = {"delta": LogRange(0.02, 200.0), "beta_coef": LogRange(0.01, 30.0)}
 

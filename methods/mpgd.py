@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import bnorm2, param, per_sample
+from .base import bnorm2, hp, is_zero, param, per_sample
 from .policy import PolicyMethod, plain_step
 from .search import Choice, LogRange
 
@@ -24,6 +24,8 @@ from .search import Choice, LogRange
 @dataclass(frozen=True)
 class MPGD(PolicyMethod):
     name = "mpgd"
+    batchable = True
+    batch_params = ("c",)
     strength = "c"
     summary = "MPGD: x0-swap x0_hat + c/sqrt(abar') grad_{x0} r, eps kept (no denoiser VJP)"
     search_space = {"c": LogRange(1e-3, 10.0), "step_rule": Choice(("constant", "rms"))}
@@ -32,15 +34,16 @@ class MPGD(PolicyMethod):
                            choices=("constant", "rms"))
 
     def step(self, ctx, obj, x, noise):
-        if self.c == 0:
+        if is_zero(self.c):
             return plain_step(ctx, x, noise)
         eps = ctx.den.eps(x, ctx.t)
         x0 = (x - math.sqrt(ctx.h) * eps) / ctx.alpha
         _, g = obj.value_and_grad(x0)
         sqrt_abar_prev = math.sqrt(ctx.den.schedule.abar(ctx.t_prev))
-        c = self.c
-        if self.step_rule == "rms":
-            c = per_sample(self.c / (bnorm2(g) / g[0].numel()).sqrt().clamp_min(1e-12), x)
+        c = hp(self.c, x)
+        if self.step_rule == "rms":  # c / RMS as torch evaluates a Python scalar over a tensor
+            rms = (bnorm2(g) / g[0].numel()).sqrt().clamp_min(1e-12)
+            c = per_sample(rms.reciprocal() * hp(self.c, rms), x)
         delta0 = c * g / sqrt_abar_prev
         z = noise()
         if ctx.sampler.kind == "ddim":

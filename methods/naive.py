@@ -19,6 +19,8 @@ from .search import LogRange
 @dataclass(frozen=True)
 class Naive(GGDMGuidance):
     name = "naive"
+    batchable = True
+    batch_params = ("delta", "beta_coef")
     summary = "GGDM naive gradient guidance G: score += beta_t (y - g.x0_hat) g"
     search_space = {"delta": LogRange(0.02, 200.0), "beta_coef": LogRange(0.01, 100.0)}
 

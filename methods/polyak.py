@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import bnorm2, param, per_sample
+from .base import bnorm2, hp, param, per_sample
 from .freedom import TimeTravel
 from .search import LogRange
 
@@ -22,6 +22,8 @@ from .search import LogRange
 @dataclass(frozen=True)
 class Polyak(TimeTravel):
     name = "polyak"
+    batchable = True
+    batch_params = ("rho",)
     strength = "rho"
     summary = "Shen et al. Polyak step rho ||eps|| / ||grad||^2 on the x_t-gradient (FreeDoM stepping)"
     search_space = {"rho": LogRange(1e-5, 3e-2)}
@@ -39,5 +41,5 @@ class Polyak(TimeTravel):
 
     def step_size(self, ctx, x, eps, r, d):
         g2 = bnorm2(d)
-        rho = torch.where(g2.sqrt() < 1e-6, torch.zeros_like(g2), self.rho * bnorm2(eps).sqrt() / g2.clamp_min(1e-12))
+        rho = torch.where(g2.sqrt() < 1e-6, torch.zeros_like(g2), hp(self.rho, g2) * bnorm2(eps).sqrt() / g2.clamp_min(1e-12))
         return per_sample(rho, x)

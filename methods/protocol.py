@@ -73,13 +73,26 @@ def fine_tune(net: torch.nn.Module, opt, batch: torch.Tensor, schedule, steps: i
     return float(loss.detach())
 
 
+def stacked_seeds(runs: list[tuple[int, int]], round_: int) -> list[int]:
+    """The per-sample seeds of runs (seed, batch) stacked in one batch: each run's own, one after another."""
+    return [s for seed, b in runs for s in sample_seeds(seed, round_, b)]
+
+
 def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: int, seed: int,
-               sampler: Sampler = Sampler(), device="cpu", dtype=torch.float32) -> Iterator[dict]:
+               sampler: Sampler = Sampler(), device="cpu", dtype=torch.float32,
+               runs: list[tuple[int, int]] | None = None) -> Iterator[dict]:
     """Yield {"round", "x", "cost", "info"} for round 0 (unguided) .. protocol.rounds (guided).
 
     ``cost`` is cumulative. The denoiser is copied before Algorithm 2 fine-tunes it, so a cached
-    pretrained network is never modified.
+    pretrained network is never modified. ``runs`` = [(seed, batch), ...] stacks several runs of a batchable
+    method in one batch (``batch`` and ``seed`` are then ignored): their rows follow each other and every row draws
+    its own run's noise, so each slice is that run alone (bench/batched.py).
     """
+    if runs is not None:
+        if method.iterative or (protocol.algorithm == 2 and protocol.rounds > protocol.ft_start):
+            raise ValueError("stacked runs need a per-round method without fine-tuning (their state would couple)")
+        batch = sum(b for _, b in runs)
+    seeds = (lambda k: stacked_seeds(runs, k)) if runs is not None else (lambda k: sample_seeds(seed, k, batch))
     cost = Cost()
     if method.iterative:
         if protocol.noise != "fresh":
@@ -100,7 +113,7 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
     den = Counted(denoiser, cost, batch)  # counts work per returned sample (rows / batch per call)
     shape = den.shape
     unguided = REGISTRY["unguided"]()
-    noise = NoiseStream(sample_seeds(seed, 0, batch), shape, device, dtype)
+    noise = NoiseStream(seeds(0), shape, device, dtype)
     x = unguided.sample(den, Objective(reward, cost), noise, sampler)
     yield {"round": 0, "x": x, "cost": cost, "info": {}}
     linear = protocol.rounds > 1 if protocol.linear is None else protocol.linear
@@ -113,7 +126,7 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
             cost.vjp += protocol.ft_steps
         obj = Objective.linearised(reward, cost, x, linear=linear)
         noise_round = 1 if protocol.noise == "reuse" else k
-        noise = NoiseStream(sample_seeds(seed, noise_round, batch), shape, device, dtype)
+        noise = NoiseStream(seeds(noise_round), shape, device, dtype)
         x = method.sample(den, obj, noise, sampler)
         info.update(obj.info)
         yield {"round": k, "x": x, "cost": cost, "info": info}

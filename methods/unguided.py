@@ -9,5 +9,6 @@ from .base import PerStepMethod
 @dataclass(frozen=True)
 class Unguided(PerStepMethod):
     name = "unguided"
+    batchable = True
     summary = "plain sampler, reward ignored (the baseline every method is compared with)"
     search_space = {}  # nothing to tune

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import param
+from .base import hp, is_zero, param
 from .dps import grad_xt
 from .policy import PolicyMethod, plain_step
 from .search import LogRange
@@ -29,6 +29,8 @@ from .search import LogRange
 @dataclass(frozen=True)
 class Universal(PolicyMethod):
     name = "universal"
+    batchable = True
+    batch_params = ("s", "lr_b")
     strength = "s"
     summary = "universal guidance: eps-swap forward, x0-space backward (eps recomputed), self-recurrence k"
     search_space = {"s": LogRange(1e-3, 10.0), "lr_b": LogRange(0.1, 10.0)}
@@ -44,21 +46,21 @@ class Universal(PolicyMethod):
         return (self.k, self.k) if self.forward else (self.k, 0)
 
     def step(self, ctx, obj, x, noise):
-        if self.s == 0:
+        if is_zero(self.s):
             return plain_step(ctx, x, noise)
         sched, sqrt_h = ctx.den.schedule, math.sqrt(ctx.h)
         a_step = sched.abar(ctx.t) / sched.abar(ctx.t_prev)
         for j in range(self.k):
             if self.forward:
                 eps, _, _, d = grad_xt(ctx, obj, x)
-                eps = eps - self.s * sqrt_h * d
+                eps = eps - hp(self.s * sqrt_h, d) * d
             else:
                 eps = ctx.den.eps(x, ctx.t)
             x0 = (x - sqrt_h * eps) / ctx.alpha
             if self.m > 0:
                 for _ in range(self.m):
                     _, g = obj.value_and_grad(x0)
-                    x0 = x0 + self.s * self.lr_b * g
+                    x0 = x0 + hp(self.s * self.lr_b, g) * g
                 eps = (x - ctx.alpha * x0) / sqrt_h
             x_next = ctx.sampler.step(sched, x, x0, eps, ctx.t, ctx.t_prev, noise())
             if j < self.k - 1:

@@ -1,0 +1,184 @@
+"""Batched sweeps (issue 14): runs that differ only in seeds and a method's ``batch_params`` share one stacked batch.
+
+Runs of a batchable method (``methods.base.is_batchable``) with the same task, reward, denoiser (and network seed),
+method structure (``Method.batch_key``: every hyperparameter but the batched ones, whose zero-ness counts), rounds,
+protocol, sampler, T, steps, noise mode and device form a *group*. A group runs as one pass of the round loop on the
+stacked batch: every run's rows draw that run's own per-sample noise, and every batched hyperparameter that differs
+becomes a per-sample [B] tensor (``Method.stack``). The result is split back into the runs' records, with the same
+run ids and the same values as separate runs (bit for bit where the arithmetic is batch-size independent, which the
+contract test checks: tests/test_batched_contract.py).
+
+Attribution inside a group: each run's ``wall_s`` and ``peak_mem_mb`` are the group's measured time and peak memory
+times the run's share of the group's rows; the record key ``group`` keeps the whole: {"runs", "rows", "wall_s",
+"peak_mem_mb"} (cumulative over rounds, like wall_s). Counts (nfe, vjp, reward_calls) are per returned sample,
+exactly as when run alone. A group that raises anything runs again run by run, so failures and divergence are
+recorded exactly as without batching (a run that diverges inside a healthy group stops at that round, as alone).
+
+Groups hold at most ``group_rows`` rows (``--group-rows``, env ``GUIDANCE_BENCH_GROUP_ROWS``, default
+``DEFAULT_GROUP_ROWS``); a run larger than the cap runs alone. When there are fewer groups than executor workers the
+largest groups are halved so every worker gets work. The driver writes each run's records as its group finishes, so
+an interruption loses at most the groups in flight.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from .runner import RunSpec
+
+__all__ = ["DEFAULT_GROUP_ROWS", "group_rows_default", "batch_key", "plan_groups", "execute_group", "imap_runs"]
+
+DEFAULT_GROUP_ROWS = 4096  # rows of a stacked batch: 1 MiB per [rows, 64] float32 tensor of the vector tasks
+ENV = "GUIDANCE_BENCH_GROUP_ROWS"
+
+
+def group_rows_default() -> int:
+    """The cap on rows per group: ``GUIDANCE_BENCH_GROUP_ROWS`` if set (a positive integer), else the default."""
+    v = os.environ.get(ENV)
+    if v is None or not v.strip():
+        return DEFAULT_GROUP_ROWS
+    try:
+        n = int(v)
+    except ValueError:
+        raise ValueError(f"{ENV} must be a positive integer, got {v!r}") from None
+    if n < 1:
+        raise ValueError(f"{ENV} must be a positive integer, got {v!r}")
+    return n
+
+
+def batch_key(spec: RunSpec):
+    """The group a run may join (hashable), or None when it must run alone: a method that is not batchable, an
+    iterative method, Algorithm 2 fine-tuning (one network trained on the whole batch), or a spec that does not
+    build (it runs alone and reports its own error)."""
+    from methods import get_method, make_method
+    from methods.base import is_batchable
+
+    try:
+        cls = get_method(spec.method)
+        if not is_batchable(cls) or cls.iterative:
+            return None
+        if spec.algorithm == 2 and spec.rounds > spec.ft_start:
+            return None
+        structure = make_method(spec.method, spec.params).batch_key()
+    except Exception:
+        return None
+    k = spec.key()
+    for f in ("params", "seed", "batch"):
+        k.pop(f)
+    return tuple(sorted((f, repr(v)) for f, v in k.items())) + (("method_structure", repr(structure)),)
+
+
+def plan_groups(specs: list[RunSpec], group_rows: int | None = None, workers: int = 1) -> list[list[int]]:
+    """Indices of ``specs`` in groups, in order of first appearance; each group's rows (sum of batches) at most
+    ``group_rows`` (a single larger run is a group of its own); then, while there are fewer groups than
+    ``workers``, the group with the most runs is halved."""
+    cap = group_rows_default() if group_rows is None else int(group_rows)
+    if cap < 1:
+        raise ValueError(f"--group-rows must be >= 1, got {cap}")
+    buckets: dict = {}
+    order: list = []
+    for i, s in enumerate(specs):
+        k = batch_key(s)
+        k = ("alone", i) if k is None else k
+        if k not in buckets:
+            buckets[k] = []
+            order.append(k)
+        buckets[k].append(i)
+    groups: list[list[int]] = []
+    for k in order:
+        cur, rows = [], 0
+        for i in buckets[k]:
+            b = int(specs[i].batch)
+            if cur and rows + b > cap:
+                groups.append(cur)
+                cur, rows = [], 0
+            cur.append(i)
+            rows += b
+        groups.append(cur)
+    while len(groups) < workers:
+        j = max(range(len(groups)), key=lambda g: len(groups[g]), default=None)
+        if j is None or len(groups[j]) < 2:
+            break
+        g = groups.pop(j)
+        groups[j:j] = [g[:len(g) // 2], g[len(g) // 2:]]
+    return groups
+
+
+def execute_group(specs: list[RunSpec]) -> list[list[dict]]:
+    """The records of every run of a group (picklable entry point for executors), in the order of ``specs``. A
+    group of one, or a group that raises, runs run by run (``runner.execute``)."""
+    from .runner import execute
+
+    if len(specs) > 1:
+        try:
+            return _run_group(specs)
+        except Exception:  # whatever went wrong, each run alone records its own outcome
+            pass
+    return [execute(s) for s in specs]
+
+
+def _run_group(specs: list[RunSpec]) -> list[list[dict]]:
+    import torch
+
+    from methods.protocol import run_rounds
+
+    from .measure import PeakMemory, Stopwatch
+    from .records import now
+    from .runner import base_record, build, evaluate, prepare_measurement, save_samples
+
+    built = [build(s) for s in specs]
+    s0, b0 = specs[0], built[0]
+    if len({batch_key(s) for s in specs}) != 1 or batch_key(s0) is None:
+        raise ValueError("these runs cannot share a batch")
+    den = b0.task.denoiser(s0.denoiser, b0.device, **({"network_seed": s0.network_seed} if s0.network_seed else {}))
+    rows = [int(s.batch) for s in specs]
+    total = sum(rows)
+    method = type(b0.method).stack([b.method for b in built], rows)
+    gen = run_rounds(method, den, b0.reward, b0.protocol, batch=total, seed=s0.seed, sampler=b0.sampler,
+                     device=b0.device, runs=[(s.seed, s.batch) for s in specs])
+    ckpt = getattr(den, "checkpoint", None)
+    bases = [base_record(s, b, ckpt) for s, b in zip(specs, built)]
+    prepare_measurement(s0, b0, den)
+    watch, mem = Stopwatch(b0.device), PeakMemory(b0.device)
+    out: list[list[dict]] = [[] for _ in specs]
+    live, last = [True] * len(specs), [None] * len(specs)
+    with mem:
+        while any(live):
+            with watch.measure():
+                res = next(gen, None)
+            if res is None:
+                break
+            peak, cost = mem.read(), res["cost"].as_dict()
+            group = {"runs": len(specs), "rows": total, "wall_s": watch.seconds, "peak_mem_mb": peak}
+            for i, x in enumerate(res["x"].split(rows)):
+                if not live[i]:
+                    continue
+                share = rows[i] / total
+                rec = {**bases[i], "round": res["round"], **evaluate(built[i].task, built[i].reward, x), **cost,
+                       "wall_s": watch.seconds * share, "peak_mem_mb": peak * share, "status": "ok", "error": None,
+                       "date": now(), "group": group}
+                if res["info"]:
+                    rec["metrics"].update(res["info"])
+                if not torch.isfinite(x).all():
+                    rec.update(status="diverged", error=f"non-finite samples in round {res['round']}")
+                    live[i] = False
+                out[i].append(rec)
+                last[i] = x
+    for i, s in enumerate(specs):
+        if s.save_samples and live[i] and last[i] is not None:
+            save_samples(s, last[i])
+    return out
+
+
+def imap_runs(ex, specs: list[RunSpec], group_rows: int | None = None) -> Iterator[tuple[int, object]]:
+    """Like ``ex.imap_unordered(runner.execute, specs)``: ``(index into specs, records)`` per run, as groups
+    finish (a failed worker yields its ``TaskFailed`` for every run of its group)."""
+    from .executors import TaskFailed
+
+    groups = plan_groups(specs, group_rows, getattr(ex, "workers", 1))
+    for gi, res in ex.imap_unordered(execute_group, [[specs[i] for i in g] for g in groups]):
+        if isinstance(res, TaskFailed):
+            for i in groups[gi]:
+                yield i, res
+        else:
+            yield from zip(groups[gi], res)
