@@ -15,7 +15,7 @@ from methods import Sampler, make_method
 from methods.protocol import Protocol, run_rounds
 from tasks import get_task
 
-from .measure import PeakMemory, Stopwatch
+from .measure import PeakMemory, Stopwatch, tilt_metrics
 from .records import code_fingerprint, host_provenance, now, provenance
 
 TOPK = 4  # GGDM --reward_K: top-k reward / off-support over the K highest-reward samples
@@ -59,6 +59,7 @@ class RunSpec:
     save_samples: str | None = None  # absolute directory: final samples go to <dir>/<run_id>.pt (not in run_id)
     network_seed: int = 0  # training seed of a trained denoiser (0: the default network)
     noise: str = "fresh"   # Algorithm 1 noise per round: "fresh" draws, or "reuse" each sample's round-1 noise
+    tilt: float | None = None  # lam of the exact tilt p(x) exp(lam r(x)) the tilt metrics compare with (None: lam param)
 
     def key(self) -> dict:
         d = asdict(self)
@@ -79,7 +80,7 @@ class RunSpec:
                      task_version=get_task(self.task, self.T).version)
         except Exception:
             pass
-        for k, default in (("network_seed", 0), ("noise", "fresh")):  # at their defaults, old run ids stay valid
+        for k, default in (("network_seed", 0), ("noise", "fresh"), ("tilt", None)):  # defaults: old run ids stay
             if d.get(k) == default:
                 d.pop(k)
         return d
@@ -135,11 +136,21 @@ def build(spec: RunSpec) -> Built:
         raise ValueError("the oracle has no network seed; --network-seed needs a trained denoiser")
     if spec.noise != "fresh" and method.iterative:
         raise ValueError(f"noise={spec.noise!r} applies to per-round methods; {spec.method!r} runs its own rounds")
+    why = getattr(method, "unsupported", lambda *a: None)(reward, spec.denoiser)  # e.g. exact-guidance off the oracle
+    if why:
+        raise ValueError(why)
+    if spec.tilt is not None and not (isinstance(spec.tilt, (int, float)) and math.isfinite(spec.tilt) and spec.tilt >= 0):
+        raise ValueError(f"tilt must be a finite number >= 0, got {spec.tilt!r}")
     sampler = Sampler(spec.sampler, spec.eta, spec.steps)
     if spec.save_samples is not None and not Path(spec.save_samples).is_absolute():
         raise ValueError(f"save_samples must be an absolute directory, got {spec.save_samples!r} (a suite resolves "
                          "it against --out; nothing is written relative to the working directory)")
     return Built(task, reward, method, protocol, sampler, resolve_device(spec.device))
+
+
+def tilt_of(spec: RunSpec, built: Built) -> float | None:
+    """The run's declared tilt: ``spec.tilt``, else the method's ``lam`` parameter (None: no tilt metrics)."""
+    return spec.tilt if spec.tilt is not None else built.method.hparams().get("lam")
 
 
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:
@@ -148,8 +159,8 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else 0.0
 
 
-def evaluate(task, reward, x: torch.Tensor) -> dict:
-    """Per-round statistics of a batch (not counted as cost)."""
+def evaluate(task, reward, x: torch.Tensor, tilt: float | None = None) -> dict:
+    """Per-round statistics of a batch (not counted as cost); ``tilt``: lam of the exact tilt to compare with."""
     with torch.no_grad():
         r = reward(x).double().cpu()
         off = task.off_support(x).double().cpu()
@@ -159,6 +170,7 @@ def evaluate(task, reward, x: torch.Tensor) -> dict:
         if hasattr(reward, "metrics"):  # reward-specific metrics (e.g. a held-out evaluator's view)
             metrics.update({name: _mean_se(v.cpu())[0] for name, v in reward.metrics(x).items()})
         metrics["off_support_topk"] = float(off[top].mean())
+        metrics.update(tilt_metrics(reward, tilt, x))
         rm, rse = _mean_se(r)
         om, ose = _mean_se(off)
     out = {"reward_mean": rm, "reward_se": rse, "reward_topk": float(r[top].mean()),
@@ -248,7 +260,7 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
                     break
                 last = out
                 x = out["x"]
-                rec = {**base, "round": out["round"], **evaluate(built.task, built.reward, x),
+                rec = {**base, "round": out["round"], **evaluate(built.task, built.reward, x, tilt_of(spec, built)),
                        **out["cost"].as_dict(), "wall_s": watch.seconds, "peak_mem_mb": mem.read(),
                        "status": "ok", "error": None, "date": now()}
                 if out["info"]:

@@ -37,3 +37,6 @@ from .svdd import SVDD  # noqa: E402
 
 for _cls in (FKSteering, TDS, SVDD):
     register(_cls)
+from .exact_guidance import ExactGuidance  # noqa: E402
+
+register(ExactGuidance)

@@ -27,6 +27,9 @@ class Reward:
     fn: Callable[[torch.Tensor], torch.Tensor]
     summary: str
     optimum: float | None = None  # best attainable value, when known
+    # closed-form tilt (tasks/tilt.py): lam -> the exact law p(x) exp(lam r(x)) / Z with sample, expected_reward,
+    # score_shift (the h-transform term); None when the (task, reward) pair has no closed form
+    tilted: Callable[[float], object] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)

@@ -11,12 +11,14 @@ expansion of log I_nu to order nu^-4, accurate to ~1e-8 relative for nu >= 31, a
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .base import Reward, Task
+from .tilt import VMFTilt
 
 _DATA = Path(__file__).parent / "data" / "sphere_v1.npz"
 
@@ -86,7 +88,8 @@ class Sphere(Task):
         self.theta = torch.tensor(np.load(_DATA)["theta"], dtype=torch.float32)
         th = self.theta
         self.rewards = {
-            "linear": Reward("linear", lambda x: x @ th.to(x), "theta.x with a fixed unit theta (max 1 at x = theta)", 1.0),
+            "linear": Reward("linear", lambda x: x @ th.to(x), "theta.x with a fixed unit theta (max 1 at x = theta)", 1.0,
+                             tilted=lru_cache(maxsize=8)(lambda lam: VMFTilt(th, lam))),  # exact: tasks/tilt.py
         }
 
     def sample_data(self, n, generator):

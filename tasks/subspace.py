@@ -7,12 +7,14 @@ Data x = A^T u, u ~ N(0, I_16), A in R^{16x64} with orthonormal rows (fixed, sto
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .base import Reward, Task
+from .tilt import GaussianTilt
 
 _DATA = Path(__file__).parent / "data" / "subspace_v1.npz"
 
@@ -65,9 +67,14 @@ class Subspace(Task):
         def f2(b):
             return lambda x: 5 - 0.5 * (x - b.to(x)).norm(dim=1)
 
+        def tilt(theta):  # the exact tilt of an f1 reward (tasks/tilt.py), one object per lam
+            return lru_cache(maxsize=8)(lambda lam: GaussianTilt(self.A, theta, lam, c0=10.0, b=3.0))
+
         self.rewards = {
-            "f1-theta2": Reward("f1-theta2", f1(th2), "10 - (theta2.x - 3)^2, theta2 mostly off-support (1:9)", 10.0),
-            "f1-theta1": Reward("f1-theta1", f1(th1), "10 - (theta1.x - 3)^2, theta1 on the subspace", 10.0),
+            "f1-theta2": Reward("f1-theta2", f1(th2), "10 - (theta2.x - 3)^2, theta2 mostly off-support (1:9)", 10.0,
+                                tilted=tilt(th2)),
+            "f1-theta1": Reward("f1-theta1", f1(th1), "10 - (theta1.x - 3)^2, theta1 on the subspace", 10.0,
+                                tilted=tilt(th1)),
             "f2-b1": Reward("f2-b1", f2(b1), "5 - |x - b1|/2, b1 = 4*ones", 5.0),
             "f2-b2": Reward("f2-b2", f2(b2), "5 - |x - b2|/2, b2 = 4 + 3 N(0, I) (fixed)", 5.0),
         }
