@@ -124,7 +124,7 @@ def _run_group(specs: list[RunSpec]) -> list[list[dict]]:
 
     from .measure import PeakMemory, Stopwatch
     from .records import now
-    from .runner import base_record, build, evaluate, prepare_measurement, save_samples
+    from .runner import base_record, build, evaluate, prepare_measurement, save_samples, tilt_of
 
     built = [build(s) for s in specs]
     s0, b0 = specs[0], built[0]
@@ -154,7 +154,7 @@ def _run_group(specs: list[RunSpec]) -> list[list[dict]]:
                 if not live[i]:
                     continue
                 share = rows[i] / total
-                rec = {**bases[i], "round": res["round"], **evaluate(built[i].task, built[i].reward, x), **cost,
+                rec = {**bases[i], "round": res["round"], **evaluate(built[i].task, built[i].reward, x, tilt_of(specs[i], built[i])), **cost,
                        "wall_s": watch.seconds * share, "peak_mem_mb": peak * share, "status": "ok", "error": None,
                        "date": now(), "group": group}
                 if res["info"]:
