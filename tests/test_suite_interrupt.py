@@ -46,8 +46,11 @@ def whole_runs(out: Path) -> set[str]:
 
 def start(suite: Path, out: Path, *extra) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # --group-rows 8 (= the batch): one run per batched group, so runs finish one at a time as this test needs
+    # (interrupting batched groups: tests/test_batched.py)
     return subprocess.Popen([sys.executable, "-m", "bench", "suite", str(suite), "--out", str(out), "--no-report",
-                             *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--group-rows", "8", *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_lines(p: subprocess.Popen, out: Path, n: int, timeout: float = 180) -> None:
