@@ -33,7 +33,8 @@ def load_all() -> dict[str, Callable]:
     """Import the modules that register figures (kept lazy: matplotlib is only needed for reports)."""
     import importlib
 
-    for mod in ("bench.figures_core", "bench.figures_dno", "bench.figures_toolbox", "bench.figures_digits"):
+    for mod in ("bench.figures_core", "bench.figures_dno", "bench.figures_toolbox", "bench.figures_digits",
+                "bench.figures_mnist"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -14,8 +14,10 @@ from .base import DENOISER_KINDS, NetDenoiser, Reward, Task  # noqa: F401
 from .sphere import Sphere
 from .subspace import Subspace
 from .digits import Digits, Digits16
+from .mnist import Mnist
 
-TASKS: dict[str, type[Task]] = {"subspace": Subspace, "sphere": Sphere, "digits": Digits, "digits16": Digits16}
+TASKS: dict[str, type[Task]] = {"subspace": Subspace, "sphere": Sphere, "digits": Digits, "digits16": Digits16,
+                               "mnist": Mnist}
 EXTRA_REWARDS: dict[str, dict[str, Reward | Callable[[Task], Reward]]] = {}  # task -> reward name -> entry
 _LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (name, T) -> every instance handed out
 
