@@ -35,7 +35,8 @@ def child_seed(seed: int, salt: int) -> int:
 def normalised_ess(logw: torch.Tensor) -> torch.Tensor:
     """ESS / K per column of logw [K, B]: exp(2 logsumexp(logw) - logsumexp(2 logw)) / K (Kong 1992)."""
     K = logw.shape[0]
-    return torch.exp(2 * torch.logsumexp(logw, 0) - torch.logsumexp(2 * logw, 0)) / K
+    ess = torch.exp(2 * torch.logsumexp(logw, 0) - torch.logsumexp(2 * logw, 0)) / K
+    return torch.where((logw == logw[:1]).all(0), torch.ones_like(ess), ess)  # equal weights: exactly 1
 
 
 def _inverse_cdf(W: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,8 @@ def _inverse_cdf(W: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 def systematic(W: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Systematic resampling (Kitagawa 1996): one uniform u [B] per column, positions (k + u) / K. Particle k is
-    copied floor(K W_k) or ceil(K W_k) times; equal weights give the identity."""
+    copied floor(K W_k) or ceil(K W_k) times; equal weights give the identity
+    (for u > 0: u = 0 puts positions on the rounded cell borders)."""
     K = W.shape[0]
     pos = (torch.arange(K, dtype=torch.float64).unsqueeze(1) + u.double().unsqueeze(0)) / K
     return _inverse_cdf(W, pos)
