@@ -134,21 +134,20 @@ class VMFTilt:
         return 1 - (self.p - 1) * A / self.kappa - A * A
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Wood's (1994) rejection sampler; the Beta((p−1)/2, (p−1)/2) draws as χ² ratios of normals."""
+        """Wood's (1994) rejection sampler (Beta and uniform draws from a numpy stream seeded by ``generator``)."""
         p, kappa = self.p, self.kappa
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
         b = (p - 1) / (2 * kappa + math.sqrt(4 * kappa * kappa + (p - 1) ** 2))
         x0 = (1 - b) / (1 + b)
         c = kappa * x0 + (p - 1) * math.log(1 - x0 * x0)
-        w = torch.empty(0, dtype=torch.float64)
-        while w.numel() < n:
-            m = 2 * (n - w.numel()) + 8
-            g = torch.randn(m, 2, p - 1, generator=generator, dtype=torch.float64).pow(2).sum(2)
-            z = g[:, 0] / g.sum(1)
-            u = torch.rand(m, generator=generator, dtype=torch.float64)
+        w = np.empty(0)
+        while w.size < n:
+            m = 2 * (n - w.size) + 8
+            z = rng.beta((p - 1) / 2, (p - 1) / 2, m)
             cand = (1 - (1 + b) * z) / (1 - (1 - b) * z)
-            ok = kappa * cand + (p - 1) * torch.log1p(-x0 * cand) - c >= torch.log(u)
-            w = torch.cat([w, cand[ok]])
-        w = w[:n]
+            ok = kappa * cand + (p - 1) * np.log1p(-x0 * cand) - c >= np.log(rng.random(m))
+            w = np.concatenate([w, cand[ok]])
+        w = torch.from_numpy(w[:n])
         v = torch.randn(n, p, generator=generator, dtype=torch.float64)
         v = v - (v @ self.mu).unsqueeze(1) * self.mu          # uniform direction orthogonal to μ
         v = v / v.norm(dim=1, keepdim=True)
