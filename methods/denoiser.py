@@ -80,11 +80,18 @@ class Counted:
             self.cost.batch = batch
         self.schedule = inner.schedule
         self.shape = tuple(inner.shape)
+        self._times: dict = {}  # (t, rows, device) -> the [rows] long tensor of t: one allocation per grid time
 
     def eps(self, x: torch.Tensor, t) -> torch.Tensor:
         n = self.cost.per_sample(x.shape[0])
         self.cost.nfe += n
-        out = self.inner.eps(x, as_time(t, x))
+        if isinstance(t, torch.Tensor):
+            tt = as_time(t, x)
+        else:
+            tt = self._times.get((t, x.shape[0], x.device))
+            if tt is None:
+                tt = self._times[(t, x.shape[0], x.device)] = as_time(t, x)
+        out = self.inner.eps(x, tt)
         if torch.is_grad_enabled() and out.requires_grad:
             out = _CountVJP.apply(out, self.cost, n)
         return out

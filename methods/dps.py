@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import hp, is_zero, param, per_sample
+from .base import grad_of_sum, hp, is_zero, param, per_sample
 from .policy import PolicyMethod, plain_step
 from .search import Choice, LogRange
 
@@ -30,7 +30,7 @@ def grad_xt(ctx, obj, x: torch.Tensor):
         eps = ctx.den.eps(xg, ctx.t)
         x0 = (xg - math.sqrt(ctx.h) * eps) / ctx.alpha
         r = obj.value(x0)
-        (d,) = torch.autograd.grad(r.sum(), xg)
+        d = grad_of_sum(r, xg)
     return eps.detach(), x0.detach(), r.detach(), d
 
 

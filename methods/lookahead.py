@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import bdot, bnorm2, per_sample
+from .base import bdot, bnorm2, grad_of_sum, per_sample
 from .ggdm import GGDMGuidance
 from .search import LogRange
 
@@ -37,7 +37,7 @@ class LookAhead(GGDMGuidance):
             xg = x.detach().requires_grad_(True)
             eps = ctx.den.eps(xg, ctx.t)
             gx0 = bdot(g, (xg - math.sqrt(ctx.h) * eps) / ctx.alpha)
-            (d,) = torch.autograd.grad(gx0.sum(), xg)
+            d = grad_of_sum(gx0, xg)
         eps, gx0 = eps.detach(), gx0.detach()
         beta = self.beta_t((ctx.alpha**2 / 2) / (ctx.alpha**2 * self.sigma**2 + ctx.h * bnorm2(d)))
         G = per_sample(2 * beta * (y - gx0), x) * d
