@@ -16,7 +16,15 @@ Held-out evaluator (another architecture and seed, trained on ``eval``): scores 
 held-out features to the synthetic reward, fit on real ``eval`` images. The gap guider - held-out exposes reward
 hacking. Off-support error: per-sample k-NN distance (k = 3) in held-out feature space to the test set, divided
 by the test set's own mean k-NN radius (real data ~ 1). Set metrics (FID, KID, precision, recall vs the test
-set, and the train-vs-test FID floor at the same n) are batch-level values repeated per sample.
+set, and the train-vs-test FID floor at the same n) are batch-level values repeated per sample; a ``class-K``
+reward adds the same against the test images of class K only (``class_fid`` ..., floor: the real class-K train
+images), since its target is class K, not the whole data set (issue 12).
+
+Reward hacking (issue 12): held-out gain / guider gain over the unguided run is below 1 even without hacking,
+because two classifiers never agree exactly. ``hacking_reference`` measures that ratio on real images: the top
+10 % of the test images by guider reward against all test images, with a bootstrap interval. Each record
+carries it (``hack_ref``, ``hack_ref_lo``, ``hack_ref_hi``) and what a run's own ratio interval needs
+(``heldout_reward_se``, ``guide_heldout_cov``: the covariance of the guider and held-out batch means).
 """
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ from .digits_nets import CLF_TRAIN, UNetEps, load_or_train_classifier
 _DATA = Path(__file__).parent / "data" / "digits.csv.gz"
 SPLITS = {"train": (0, 900), "eval": (900, 1400), "test": (1400, 1797)}
 SYNTH_SEED, KNN, KID_SUBSETS = 1234, fidelity.NEIGHBOURHOOD, 20
+HACK_Q, HACK_BOOT = 0.1, 1000  # reward-hacking reference: top 10 % of the test images by guider reward, bootstrap
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +91,8 @@ class Digits(Task):
         self.clf_train = {k: dict(v) for k, v in CLF_TRAIN.items()}  # tests shrink these before first use
         self.clf_net: dict[str, dict] = {}
         self._floor: dict[int, float] = {}
+        self._class_floor: dict[tuple[int, int], dict] = {}
+        self._hack_ref: dict[tuple[str, float], dict] = {}
         pix, labels = load_digits()
         perm = np.random.RandomState(0).permutation(len(labels))
         x = torch.tensor(pix[perm], dtype=torch.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0
@@ -179,19 +190,80 @@ class Digits(Task):
         ref = self._ref
         return (self.heldout.features(x.float()) - ref["mu"].to(x.device)) / ref["sd"].to(x.device)
 
+    def heldout_value(self, reward: str, x: torch.Tensor) -> torch.Tensor:
+        """The held-out evaluator's per-sample view of ``reward``: class-K, its log p(K | x); synthetic, the ridge
+        regression from its features (fit on real eval images)."""
+        with torch.no_grad():
+            if reward.startswith("class-"):
+                return torch.log_softmax(self.heldout(x), 1)[:, int(reward[6:])]
+            c = self._ref["ridge"].to(x)
+            return self.features(x) @ c[:-1] + c[-1]
+
     def _synth_heldout(self, x):
         with torch.no_grad():
-            f = self.features(x)
-            c = self._ref["ridge"].to(x)
-            return {"heldout_reward": f @ c[:-1] + c[-1]}
+            r_h = self.heldout_value("synthetic", x)
+            return {"heldout_reward": r_h, **self._gain_stats("synthetic", self._synthetic(x), r_h)}
 
     def _class_heldout(self, k: int):
         def fn(x):
             with torch.no_grad():
-                return {"heldout_reward": torch.log_softmax(self.heldout(x), 1)[:, k],
-                        "heldout_acc": (self.heldout(x).argmax(1) == k).float(),
-                        "guide_acc": (self.guide(x).argmax(1) == k).float()}
+                r_h = self.heldout_value(f"class-{k}", x)
+                out = {"heldout_reward": r_h, "heldout_acc": (self.heldout(x).argmax(1) == k).float(),
+                       "guide_acc": (self.guide(x).argmax(1) == k).float()}
+                out.update(self._gain_stats(f"class-{k}", self._class_logp(k)(x), r_h))
+                if len(x) >= 2 * KNN and torch.isfinite(x).all():
+                    out.update({m: torch.full((len(x),), v, dtype=torch.float64)
+                                for m, v in self.class_set_metrics(x, k).items()})
+            return out
         return fn
+
+    # --- reward hacking: held-out vs guider gain, and its reference on real images ------------------
+    def _gain_stats(self, reward: str, r_g: torch.Tensor, r_h: torch.Tensor) -> dict:
+        """Batch-level values repeated per sample: the SE of the held-out mean, the covariance of the guider and
+        held-out means (for the delta-method interval of a gain ratio), and the real-image reference ratio."""
+        B = len(r_g)
+        if B < 2 or not (torch.isfinite(r_g).all() and torch.isfinite(r_h).all()):
+            return {}
+        g, h = r_g.double().cpu(), r_h.double().cpu()
+        vals = {"heldout_reward_se": float(h.std() / B ** 0.5),
+                "guide_heldout_cov": float(((g - g.mean()) * (h - h.mean())).sum() / (B - 1) / B)}
+        ref = self.hacking_reference(reward)
+        vals.update({"hack_ref": ref["ratio"], "hack_ref_lo": ref["lo"], "hack_ref_hi": ref["hi"]})
+        return {m: torch.full((B,), v, dtype=torch.float64) for m, v in vals.items()}
+
+    def hacking_reference(self, reward: str, q: float = HACK_Q, boot: int = HACK_BOOT, seed: int = 0) -> dict:
+        """Held-out gain / guider gain of real images selected by the guider: the top ``q`` of the test images by
+        guider reward against all test images. Real images are not adversarial, so this is the ratio that means
+        "no hacking" (< 1: the two networks disagree). {ratio, lo, hi (95 % bootstrap percentile interval over
+        test images), guider_gain, heldout_gain, n_selected}."""
+        key = (reward, q)
+        if key not in self._hack_ref:
+            x = self.split("test")[0]
+            with torch.no_grad():
+                r_g = self.rewards[reward](x).double().numpy()
+                r_h = self.heldout_value(reward, x).double().numpy()
+            self._hack_ref[key] = selection_ratio(r_g, r_h, q, boot, seed)
+        return self._hack_ref[key]
+
+    # --- class-conditional set metrics --------------------------------------------------------------
+    def class_features(self, k: int, split: str = "test") -> torch.Tensor:
+        """Standardised held-out features of the images of class k in ``split``."""
+        x, y = self.split(split)
+        with torch.no_grad():
+            return self.features(x[y == k]).cpu()
+
+    def class_set_metrics(self, x: torch.Tensor, k: int) -> dict[str, float]:
+        """FID, KID, precision, recall of the batch vs the test images of class k only (a class-k reward's
+        target), and the same for the real class-k train images (at most len(x) of them): the floor."""
+        with torch.no_grad():
+            f = self.features(x).cpu()
+        f_ref = self.class_features(k)
+        out = _set(f, f_ref)
+        n = min(len(x), int((self.split("train")[1] == k).sum()))
+        if (k, n) not in self._class_floor:
+            self._class_floor[(k, n)] = _set(self.class_features(k, "train")[:n], f_ref)
+        out.update({f"{m}_floor": v for m, v in self._class_floor[(k, n)].items() if m != "one_minus_precision"})
+        return {f"class_{m}": v for m, v in out.items()}
 
     def off_support(self, x):
         """k-NN distance (held-out features) to the test set / the test set's own mean k-NN radius."""
@@ -238,6 +310,38 @@ class Digits(Task):
             if B >= 2 * KNN and torch.isfinite(x).all():
                 out.update({k: torch.full((B,), v, dtype=torch.float64) for k, v in self.set_metrics(x).items()})
         return out
+
+
+def _set(f: torch.Tensor, f_ref: torch.Tensor) -> dict[str, float]:
+    out = {"fid": fidelity.fid(f, f_ref)}
+    out["kid"], _ = fidelity.kid(f, f_ref, subsets=KID_SUBSETS)
+    out["precision"], out["recall"] = fidelity.precision_recall(f, f_ref)
+    out["one_minus_precision"] = 1 - out["precision"]
+    return out
+
+
+def selection_ratio(r_g, r_h, q: float, boot: int = HACK_BOOT, seed: int = 0) -> dict:
+    """(mean r_h[top q by r_g] - mean r_h) / (mean r_g[top q] - mean r_g), with a 95 % percentile bootstrap
+    interval over the items (resampled with replacement, selection redone in each resample)."""
+    r_g, r_h = np.asarray(r_g, dtype=np.float64), np.asarray(r_h, dtype=np.float64)
+    n = len(r_g)
+    m = max(1, int(round(q * n)))
+
+    def stats(g, h):
+        top = np.argsort(-g, kind="stable")[:m]
+        dg, dh = g[top].mean() - g.mean(), h[top].mean() - h.mean()
+        return dg, dh
+
+    dg, dh = stats(r_g, r_h)
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for _ in range(boot):
+        i = rng.integers(0, n, n)
+        bg, bh = stats(r_g[i], r_h[i])
+        ratios.append(bh / bg if bg > 0 else np.nan)
+    lo, hi = np.nanpercentile(ratios, [2.5, 97.5]) if boot else (np.nan, np.nan)
+    return {"ratio": float(dh / dg) if dg > 0 else float("nan"), "lo": float(lo), "hi": float(hi),
+            "guider_gain": float(dg), "heldout_gain": float(dh), "n_selected": m}
 
 
 class _Features(torch.nn.Module):

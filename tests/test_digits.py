@@ -206,8 +206,10 @@ def test_runner_records_heldout_metrics_and_saves_samples(task, den, tmp_path, m
     assert [r["status"] for r in recs] == ["ok", "ok"], recs[-1].get("error")
     m = recs[-1]["metrics"]
     for k in ("heldout_reward", "heldout_acc", "guide_acc", "fid", "kid", "one_minus_precision", "recall",
-              "fid_floor", "heldout_maxprob"):
+              "fid_floor", "heldout_maxprob", "heldout_reward_se", "guide_heldout_cov", "hack_ref", "hack_ref_lo",
+              "hack_ref_hi", "class_fid", "class_recall", "class_fid_floor"):
         assert isinstance(m[k], float) and math.isfinite(m[k]), k
+    assert m["hack_ref"] == task.hacking_reference("class-2")["ratio"]
     x = torch.load(tmp_path / "s" / f"{spec.run_id}.pt", weights_only=True)
     assert x.shape == (8, 1, 8, 8)
     assert recs[-1]["reward_mean"] == pytest.approx(float(task.reward("class-2")(x).mean()), rel=1e-5)
@@ -239,3 +241,45 @@ def test_bench_list_shows_digits_without_oracle(capsys):
     out = capsys.readouterr().out
     block = out[out.index("  digits v1"):out.index("  digits16")]
     assert "reward class-3" in block and "denoiser trained" in block and "denoiser oracle" not in block
+
+
+def test_class_reference_is_only_the_class_k_test_images(task):
+    """class-K set metrics compare with the test images of class K and nothing else: those images score FID 0 and
+    precision = recall = 1 against it, while the all-class reference does not; other digits score far worse."""
+    x, y = task.split("test")
+    assert len(task.class_features(3)) == int((y == 3).sum()) == 37
+    assert torch.equal(task.class_features(3), task.features(x[y == 3]).cpu())
+    own = task.class_set_metrics(x[y == 3], 3)
+    assert abs(own["class_fid"]) < 1e-6 and own["class_precision"] == own["class_recall"] == 1.0
+    assert task.set_metrics(x[y == 3])["fid"] > 1.0  # against all classes the same images look "degraded"
+    other = task.class_set_metrics(x[y == 5], 3)
+    assert other["class_fid"] > 1.0 and other["class_recall"] < 0.5
+    floor = task.class_set_metrics(x[y == 5], 3)["class_fid_floor"]  # real train 3s vs test 3s
+    tr, ty = task.split("train")
+    n5 = int((y == 5).sum())  # the floor takes as many real train 3s as the batch has images
+    assert floor == pytest.approx(fidelity.fid(task.features(tr[ty == 3][:n5]), task.class_features(3)), rel=1e-9)
+
+
+def test_selection_ratio_known_answers():
+    """Selecting on r_g when E[r_h | r_g] = b r_g gives held-out gain / guider gain = b (the regression slope)."""
+    from tasks.digits import selection_ratio
+
+    g = np.random.default_rng(0)
+    r = g.standard_normal(400)
+    exact = selection_ratio(r, 0.6 * r + 2.0, q=0.1, boot=200)
+    assert exact["ratio"] == pytest.approx(0.6) and exact["lo"] == pytest.approx(0.6)
+    assert exact["hi"] == pytest.approx(0.6) and exact["n_selected"] == 40
+    z = g.standard_normal(4000)
+    noisy = selection_ratio(z + g.standard_normal(4000) / 3 ** 0.5, z, q=0.1, boot=300)  # slope 1 / (1 + 1/3)
+    assert noisy["lo"] < 0.75 < noisy["hi"] and noisy["hi"] - noisy["lo"] < 0.2
+
+
+def test_hacking_reference_on_real_test_images(task):
+    ref = task.hacking_reference("class-3")
+    assert ref["n_selected"] == 40 and ref["guider_gain"] > 0
+    assert ref["lo"] <= ref["ratio"] <= ref["hi"]
+    x = task.split("test")[0]
+    r_g, r_h = task.reward("class-3")(x), task.heldout_value("class-3", x)
+    top = torch.argsort(r_g, descending=True)[:40]
+    assert ref["ratio"] == pytest.approx(float((r_h[top].mean() - r_h.mean()) / (r_g[top].mean() - r_g.mean())),
+                                         rel=1e-5)
