@@ -1,9 +1,10 @@
 """FK steering: Feynman–Kac interacting particles, gradient-free (Singhal et al., "A General Framework for
-Inference-time Scaling and Steering of Diffusion Models", ICML 2025, Algorithm 1 and §3.2; inference-scaling.md §2).
+Inference-time Scaling and Steering of Diffusion Models", ICML 2025, Algorithm 1 and its potentials;
+inference-scaling.md §2).
 
 K particles per returned sample are stepped by the base sampler (no guidance in the proposal). At the scheduled
 steps s the particles are scored by r_s = r(x0_hat(x_s)) (Tweedie, free with the step's forward) and weighted by a
-potential G_s (§3.2):
+potential G_s (the paper's four choices):
 
     diff  G_s = exp(lam (r_s - r_{s_prev}))      (r_{s_prev}: the previous scheduled score, 0 before the first)
     max   G_s = exp(lam max_{u >= s} r_u)        (the running maximum over the scheduled steps so far)
@@ -12,14 +13,15 @@ potential G_s (§3.2):
 
 and resampled (systematic or multinomial; only when ESS / K < ess_threshold, 1 = at every scheduled step). Each
 particle carries the product of the potentials along its ancestry, prod G; at the end the final correction
-G_0 = exp(lam r(x_0)) / prod G makes the product of all potentials exp(lam r(x_0)), so the weighted population
-targets p(x_0) exp(lam r(x_0)) (the FK product condition, eq. 6). The returned sample is one particle drawn with
-probability ∝ its final weight (``final = "resample"``), or the highest-reward particle (``final = "max"``).
+G_0 = exp(lam r(x_0)) / prod G makes the product of all potentials exp(lam r(x_0)) (FK steering's condition on the
+potentials), so the weighted population targets p(x_0) exp(lam r(x_0)). The returned sample is one particle drawn
+with probability ∝ its final weight (``final = "resample"``), or the highest-reward particle (``final = "max"``).
 
 Schedule: steps i of the n-step grid with round(window_start·n) <= i <= round(window_end·n) and i at a multiple of
 ``interval`` from the window start (the official defaults, 100 steps: every 20 inside 20..80 -> 0.2, 0.8, 20).
-Deviations from the official code: weights of a step without resampling are carried to the next one (the official
-code drops them, issue #12); the running max starts at the first score (the official code starts at 0).
+Deviations from the official code: the weights of a scheduled step without resampling are carried to the next one
+(the official code does not carry them; cf. its issue #12 on weight bookkeeping); the running max starts at the
+first score (the official code starts it at 0).
 
 Cost per returned sample: K forwards per step (one call on K·B rows), 0 VJPs, K reward calls per scheduled step
 and K for the final correction. lam = 0: all weights equal, nothing is resampled and particle 1 (sample i's own
@@ -49,7 +51,7 @@ class FKSteering(Method):
     search_space = {"lam": LogRange(0.1, 100.0), "potential": Choice(POTENTIALS)}
     k: int = param(4, "particles K per returned sample (cost K × unguided forwards)", min=1)
     lam: float = param(1.0, "inverse temperature lam of the target p(x) exp(lam r(x)) (0 = unguided)", min=0.0)
-    potential: str = param("diff", "potential G_s: diff, max, sum or rt (Singhal et al. §3.2)", choices=POTENTIALS)
+    potential: str = param("diff", "potential G_s: diff, max, sum or rt (Singhal et al.)", choices=POTENTIALS)
     resampling: str = param("systematic", "resampling scheme", choices=RESAMPLING)
     ess_threshold: float = param(1.0, "resample when ESS/K < this (1 = at every scheduled step, 0 = never)",
                                  min=0.0)

@@ -6,7 +6,7 @@ as ``best_of_n._Stacked`` draws them: particle 1 of sample i uses sample i's own
 stream seeded from (sample i's seed, k). Every resampling decision and every uniform is per returned sample (its
 own generator, seeded from its own seed), so sample i's result does not depend on the batch it runs in.
 
-Notation (Doucet & Johansen 2009, "A tutorial on particle filtering", §3.5 and §3.4.4; Kitagawa 1996):
+Notation (Doucet & Johansen 2009, "A tutorial on particle filtering and smoothing"; Kitagawa 1996):
     logw [K, B]  unnormalised log importance weights, one column per returned sample
     W            normalised weights, softmax of logw over the K particles
     ESS / K      (sum W)^2 / (K sum W^2) in (1/K, 1]: 1 = equal weights, 1/K = one particle carries everything
@@ -73,7 +73,7 @@ def take(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 def step_sigma(sampler, sched, t: int, t_prev: int) -> float:
     """The noise scale sigma of one ``sampler.step`` (x_{t'} = mean + sigma z): the DDPM posterior standard
-    deviation (Ho et al. eq. 7) or DDIM's sigma_t(eta) (Song et al. eq. 16); 0 on the last step."""
+    deviation (Ho et al. 2020) or DDIM's sigma_t(eta) (Song et al. 2021); 0 on the last step."""
     if t_prev < 0:
         return 0.0
     ab, ab_prev = sched.abar(t), sched.abar(t_prev)

@@ -1,5 +1,5 @@
 """SVDD-PM: soft value-based decoding (Li et al., "Derivative-Free Guidance in Continuous and Discrete Diffusion
-Models with Soft Value-Based Decoding", 2024, Algorithm 1 with the posterior-mean value, §4.2;
+Models with Soft Value-Based Decoding", 2024, Algorithm 1 with the posterior-mean value, SVDD-PM;
 inference-scaling.md §4).
 
 At every step t -> t' draw M candidates x_{t'}^(m) ~ p(. | x_t) from the base sampler (one forward at x_t shared

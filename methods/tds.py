@@ -1,14 +1,14 @@
 """Twisted SMC with a gradient proposal: TDS (Wu et al., "Practical and Asymptotically Exact Conditional Sampling
 in Diffusion Models", NeurIPS 2023, Algorithm 1) with DAS's optional tempering (Kim et al., "Test-time Alignment of
-Diffusion Models without Reward Over-optimization", ICLR 2025, §4); inference-scaling.md §3.
+Diffusion Models without Reward Over-optimization", ICLR 2025, its tempered SMC); inference-scaling.md §3.
 
 K particles per returned sample; the twist at step i (time t) is log psi_t(x_t) = lam_i r(x0_hat(x_t)). Proposal
-(TDS eq. 13, the twisted kernel to first order):
+(TDS's twisted proposal: the twisted kernel to first order):
 
     x_{t'} ~ q(. | x_t) = N(mu(x_t) + sigma_t^2 grad_{x_t} log psi_t(x_t), sigma_t^2 I)
 
 with mu, sigma_t the base sampler's mean and noise scale (DDPM posterior, or DDIM(eta)). Incremental weight
-(TDS eq. 14):
+(TDS's weights):
 
     w_t = p(x_{t'} | x_t) psi_{t'}(x_{t'}) / [ q(x_{t'} | x_t) psi_t(x_t) ],
     log p - log q = -sigma <z, g> - sigma^2 |g|^2 / 2    (x_{t'} = mu + sigma^2 g + sigma z, g = grad log psi_t)
@@ -16,7 +16,7 @@ with mu, sigma_t the base sampler's mean and noise scale (DDPM posterior, or DDI
 with the initial weight psi_T(x_T) and the final one exp(lam r(x_0)) / psi of the last step, so the weighted
 population targets p(x_0) exp(lam r(x_0)). Resampling (systematic, as TDS; multinomial optional) when ESS / K <
 ess_threshold (1 = every step as TDS; 0.5 = DAS). The returned sample is one particle drawn ∝ its final weight.
-Tempering (DAS eq. 12): lam_i = min((1 + gamma)^i - 1, 1) lam at step i (gamma = ``temper``; 0 = TDS, lam_i = lam).
+Tempering (DAS's schedule): lam_i = min((1 + gamma)^i - 1, 1) lam at step i (gamma = ``temper``; 0 = TDS, lam_i = lam).
 
 Cost per returned sample and step: K forwards with graph + K VJPs (one backward on the K·B rows) + K reward calls;
 K more reward calls for the final weight. lam = 0: no twist, no gradient (K F per step), equal weights, particle 1

@@ -3,8 +3,8 @@
 Cases: resampling counts on fixed uniforms (Kitagawa's systematic scheme vs the multinomial inverse CDF); the
 normalised ESS of weights whose answer is known; twisted SMC on the 3-d Gaussian oracle of tests/golden.py with a
 linear reward, where the exact twist of the model's own DDPM chain is linear in x_t (a backward recursion through
-the affine DDPM means), so with that twist and its optimal proposal every incremental weight is exactly 0 (TDS eq. 14);
-one SVDD greedy step written out with numpy. Tolerances: float64 rounding, never a sampling spread.
+the affine DDPM means), so with that twist and its optimal proposal every incremental weight (TDS's weights) is
+exactly 0; one SVDD greedy step written out with numpy. Tolerances: float64 rounding, never a sampling spread.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def exact_twists():
 
 
 class ExactTwistTDS(tds.TDS):
-    """TDS with the exact twist and its optimal proposal N(mu + sigma^2 c_{t'}, sigma^2) (TDS §3.2: exact twists
+    """TDS with the exact twist and its optimal proposal N(mu + sigma^2 c_{t'}, sigma^2) (TDS: exact twists
     make the weights constant)."""
 
     def twist(self, den, obj, x, t, lam_i):

@@ -67,7 +67,8 @@ def test_lam_zero_is_unguided_under_any_schedule(name, params, small_T_tasks):
 @pytest.mark.parametrize("potential", ["diff", "max", "sum", "rt"])
 def test_fk_final_weight_is_exp_lam_r(potential, monkeypatch):
     """Without resampling (ess_threshold 0) every particle's potentials cancel against the final correction: the
-    weight of the final draw is lam r(x_0) exactly, whatever the potential (Singhal et al. eq. 6)."""
+    weight of the final draw is lam r(x_0) exactly, whatever the potential (Singhal et al.: the product of the
+    potentials is exp(lam r(x_0)))."""
     seen, rewards = [], []
 
     class Recording(Population):
