@@ -14,8 +14,9 @@ times the run's share of the group's rows; the record key ``group`` keeps the wh
 exactly as when run alone. A group that raises anything runs again run by run, so failures and divergence are
 recorded exactly as without batching (a run that diverges inside a healthy group stops at that round, as alone).
 
-Groups hold at most ``group_rows`` rows (``--group-rows``, env ``GUIDANCE_BENCH_GROUP_ROWS``, default
-``DEFAULT_GROUP_ROWS``); a run larger than the cap runs alone. When there are fewer groups than executor workers the
+Groups hold at most ``group_rows`` rows (``--group-rows``, env ``GUIDANCE_BENCH_GROUP_ROWS``; by default
+``DEFAULT_GROUP_ROWS``, fewer for large samples: at most ``DEFAULT_GROUP_ELEMENTS`` numbers per stacked [rows, *shape]
+tensor, so an image task's group stays as small as its runs); a run larger than the cap runs alone. When there are fewer groups than executor workers the
 largest groups are halved so every worker gets work. The driver writes each run's records as its group finishes, so
 an interruption loses at most the groups in flight.
 """
@@ -26,17 +27,31 @@ from typing import Iterator
 
 from .runner import RunSpec
 
-__all__ = ["DEFAULT_GROUP_ROWS", "group_rows_default", "batch_key", "plan_groups", "execute_group", "imap_runs"]
+__all__ = ["DEFAULT_GROUP_ROWS", "default_rows", "group_rows_default", "batch_key", "plan_groups", "execute_group", "imap_runs"]
 
 DEFAULT_GROUP_ROWS = 4096  # rows of a stacked batch: 1 MiB per [rows, 64] float32 tensor of the vector tasks
+DEFAULT_GROUP_ELEMENTS = 2**22  # numbers per stacked [rows, *shape] tensor (16 MiB in float32) by default
 ENV = "GUIDANCE_BENCH_GROUP_ROWS"
 
 
-def group_rows_default() -> int:
-    """The cap on rows per group: ``GUIDANCE_BENCH_GROUP_ROWS`` if set (a positive integer), else the default."""
+def default_rows(spec: RunSpec) -> int:
+    """The default cap for a spec's group: ``DEFAULT_GROUP_ROWS``, fewer when a sample has many numbers."""
+    import math
+
+    from tasks import get_task
+
+    try:
+        numel = math.prod(get_task(spec.task, spec.T).shape)
+    except Exception:
+        return DEFAULT_GROUP_ROWS
+    return max(1, min(DEFAULT_GROUP_ROWS, DEFAULT_GROUP_ELEMENTS // max(1, numel)))
+
+
+def group_rows_default() -> int | None:
+    """The cap set by ``GUIDANCE_BENCH_GROUP_ROWS`` (a positive integer), or None (the per-task default)."""
     v = os.environ.get(ENV)
     if v is None or not v.strip():
-        return DEFAULT_GROUP_ROWS
+        return None
     try:
         n = int(v)
     except ValueError:
@@ -70,10 +85,10 @@ def batch_key(spec: RunSpec):
 
 def plan_groups(specs: list[RunSpec], group_rows: int | None = None, workers: int = 1) -> list[list[int]]:
     """Indices of ``specs`` in groups, in order of first appearance; each group's rows (sum of batches) at most
-    ``group_rows`` (a single larger run is a group of its own); then, while there are fewer groups than
-    ``workers``, the group with the most runs is halved."""
+    ``group_rows`` (None: ``GUIDANCE_BENCH_GROUP_ROWS``, else ``default_rows``; a single larger run is a group of
+    its own); then, while there are fewer groups than ``workers``, the group with the most runs is halved."""
     cap = group_rows_default() if group_rows is None else int(group_rows)
-    if cap < 1:
+    if cap is not None and cap < 1:
         raise ValueError(f"--group-rows must be >= 1, got {cap}")
     buckets: dict = {}
     order: list = []
@@ -87,9 +102,10 @@ def plan_groups(specs: list[RunSpec], group_rows: int | None = None, workers: in
     groups: list[list[int]] = []
     for k in order:
         cur, rows = [], 0
+        limit = cap if cap is not None else default_rows(specs[buckets[k][0]])
         for i in buckets[k]:
             b = int(specs[i].batch)
-            if cur and rows + b > cap:
+            if cur and rows + b > limit:
                 groups.append(cur)
                 cur, rows = [], 0
             cur.append(i)

@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
     s.add_argument("--no-report", action="store_true", help="write records only")
     s.add_argument("--group-rows", type=_positive, default=None,
                    help="batched sweeps: at most this many rows (sum of batches) per stacked group of runs "
-                        "(default $GUIDANCE_BENCH_GROUP_ROWS or 4096; the batch size turns batching off)")
+                        "(default $GUIDANCE_BENCH_GROUP_ROWS, else 4096 or fewer for large samples; the batch size "
+                        "turns batching off)")
     s.set_defaults(fn=cmd_suite)
 
 

@@ -72,7 +72,13 @@ def test_a_failing_group_falls_back_to_single_runs(monkeypatch):
         assert "group" not in recs[-1]
 
 
-def test_row_cap_splits_groups_and_workers_get_work():
+def test_row_cap_splits_groups_and_workers_get_work(monkeypatch):
+    monkeypatch.setattr(batched, "DEFAULT_GROUP_ELEMENTS", 64 * 8)  # the default cap follows the sample size
+    assert batched.default_rows(SWEEP[0]) == 8 and plan_groups(SWEEP) == [[0, 1], [2, 3]]
+    monkeypatch.setenv("GUIDANCE_BENCH_GROUP_ROWS", "12")
+    assert plan_groups(SWEEP) == [[0, 1, 2], [3]]
+    monkeypatch.delenv("GUIDANCE_BENCH_GROUP_ROWS")
+    monkeypatch.setattr(batched, "DEFAULT_GROUP_ELEMENTS", 2**22)
     assert plan_groups(SWEEP, group_rows=8) == [[0, 1], [2, 3]]
     assert plan_groups(SWEEP, group_rows=12) == [[0, 1, 2], [3]]
     assert plan_groups(SWEEP, group_rows=3) == [[0], [1], [2], [3]]  # a run larger than the cap runs alone
