@@ -34,7 +34,7 @@ def load_all() -> dict[str, Callable]:
     import importlib
 
     for mod in ("bench.figures_core", "bench.figures_dno", "bench.figures_toolbox", "bench.figures_digits",
-                "bench.figures_mnist"):
+                "bench.figures_mnist", "bench.figures_scaling"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
