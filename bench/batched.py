@@ -134,13 +134,10 @@ def execute_group(specs: list[RunSpec]) -> list[list[dict]]:
 
 
 def _run_group(specs: list[RunSpec]) -> list[list[dict]]:
-    import torch
-
     from methods.protocol import run_rounds
 
     from .measure import PeakMemory, Stopwatch
-    from .records import now
-    from .runner import base_record, build, evaluate, prepare_measurement, save_samples, tilt_of
+    from .runner import base_record, build, prepare_measurement, round_record, save_samples
 
     built = [build(s) for s in specs]
     s0, b0 = specs[0], built[0]
@@ -164,20 +161,15 @@ def _run_group(specs: list[RunSpec]) -> list[list[dict]]:
                 res = next(gen, None)
             if res is None:
                 break
-            peak, cost = mem.read(), res["cost"].as_dict()
+            peak = mem.read()
             group = {"runs": len(specs), "rows": total, "wall_s": watch.seconds, "peak_mem_mb": peak}
             for i, x in enumerate(res["x"].split(rows)):
                 if not live[i]:
                     continue
-                share = rows[i] / total
-                rec = {**bases[i], "round": res["round"], **evaluate(built[i].task, built[i].reward, x, tilt_of(specs[i], built[i])), **cost,
-                       "wall_s": watch.seconds * share, "peak_mem_mb": peak * share, "status": "ok", "error": None,
-                       "date": now(), "group": group}
-                if res["info"]:
-                    rec["metrics"].update(res["info"])
-                if not torch.isfinite(x).all():
-                    rec.update(status="diverged", error=f"non-finite samples in round {res['round']}")
-                    live[i] = False
+                share = rows[i] / total  # the group's time and peak memory, by the run's share of the rows
+                rec = round_record(specs[i], built[i], bases[i], res, x, watch.seconds * share, peak * share)
+                rec["group"] = group
+                live[i] = rec["status"] == "ok"  # diverged: the run stops here, as it would alone
                 out[i].append(rec)
                 last[i] = x
     for i, s in enumerate(specs):

@@ -240,6 +240,20 @@ def prepare_measurement(spec: RunSpec, built: Built, den) -> None:
     release_freed_memory()
 
 
+def round_record(spec: RunSpec, built: Built, base: dict, out: dict, x: torch.Tensor, wall_s: float,
+                 peak_mem_mb: float) -> dict:
+    """The record of one round of a run: ``out`` from ``run_rounds``, ``x`` the run's samples (its rows of a
+    batched group, bench/batched.py); status ``diverged`` when a sample is not finite."""
+    rec = {**base, "round": out["round"], **evaluate(built.task, built.reward, x, tilt_of(spec, built)),
+           **out["cost"].as_dict(), "wall_s": wall_s, "peak_mem_mb": peak_mem_mb, "status": "ok", "error": None,
+           "date": now()}
+    if out["info"]:
+        rec["metrics"].update(out["info"])
+    if not torch.isfinite(x).all():
+        rec.update(status="diverged", error=f"non-finite samples in round {out['round']}")
+    return rec
+
+
 def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Run ``spec``; yield one record per round. Failures become a final ``error``/``diverged`` row."""
     built = last = None
@@ -259,17 +273,10 @@ def iter_records(spec: RunSpec, progress: Callable[[int], None] | None = None) -
                 if out is None:
                     break
                 last = out
-                x = out["x"]
-                rec = {**base, "round": out["round"], **evaluate(built.task, built.reward, x, tilt_of(spec, built)),
-                       **out["cost"].as_dict(), "wall_s": watch.seconds, "peak_mem_mb": mem.read(),
-                       "status": "ok", "error": None, "date": now()}
-                if out["info"]:
-                    rec["metrics"].update(out["info"])
-                if not torch.isfinite(x).all():
-                    rec.update(status="diverged", error=f"non-finite samples in round {out['round']}")
-                    yield rec
-                    return
+                rec = round_record(spec, built, base, out, out["x"], watch.seconds, mem.read())
                 yield rec
+                if rec["status"] == "diverged":
+                    return
                 if progress:
                     progress(out["round"])
         if spec.save_samples and last is not None:

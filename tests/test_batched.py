@@ -37,6 +37,10 @@ def test_group_records_equal_runs_one_by_one():
     grouped = execute_group(SWEEP)
     for s, recs in zip(SWEEP, grouped):
         same_records(recs, execute(s))
+    tilted = [spec(method="best-of-n", params={"lam": v}, rounds=1, seed=s) for v in (0.5, 2.0) for s in (0, 1)]
+    for s, recs in zip(tilted, execute_group(tilted)):  # per-run metrics too (the tilt each run's lam declares)
+        same_records(recs, execute(s))
+        assert recs[-1]["group"]["runs"] == 4 and "tilt_lambda" in recs[-1]["metrics"]
         assert all(r["run_id"] == s.run_id and r["status"] == "ok" for r in recs)
     last = [recs[-1] for recs in grouped]
     g = last[0]["group"]
