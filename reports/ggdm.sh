@@ -1,27 +1,49 @@
 #!/usr/bin/env bash
-# Regenerates reports/ggdm-subspace and reports/ggdm-sphere (core issue: GGDM simulations).
+# Regenerates reports/ggdm-subspace, reports/ggdm-sphere and reports/networks (core issue: GGDM simulations;
+# issue 12: over network seeds 0, 1, 2 of the validated default networks, oracle beside).
 # Each line is one `bench run`; records append to the report directory, then `bench report` rebuilds it.
+# Parts can run in separate processes: `reports/ggdm.sh subspace-oracle-1000|subspace|sphere-oracle|sphere-net N|networks|report`
+# (default: all, in order). Old records are not removed here: start from empty report directories.
 set -euo pipefail
-S=reports/ggdm-subspace; P=reports/ggdm-sphere
+S=reports/ggdm-subspace; P=reports/ggdm-sphere; N=reports/networks
 run() { bench run --threads 1 "$@"; }
-# Oracle, f1-theta2, delta = 0.2, 1000 rounds: fixed point of Algorithm 1 (ggdm.md §7.2)
-run --task subspace --reward f1-theta2 --denoiser oracle --method look-ahead --param delta=0.2 --rounds 1000 --batch 32 --seed 0 --out $S
-run --task subspace --reward f1-theta2 --denoiser oracle --method naive --param delta=0.2 --rounds 1000 --batch 32 --seed 0 --out $S
-# Trained network: naive vs look-ahead, delta in {0.2, 0.9} (paper Fig. 4), Algorithm 1 and 2
-for d in 0.2 0.9; do for m in naive look-ahead; do
-  run --task subspace --reward f1-theta2 --denoiser trained --method $m --param delta=$d --rounds 500 --batch 32 --seed 0 --out $S
-done; done
-run --task subspace --reward f1-theta2 --denoiser trained --method naive --param delta=0.9 --rounds 500 --batch 32 --seed 0 --algorithm 2 --ft-lr 1e-6 --ft-start 40 --out $S
-run --task subspace --reward f1-theta2 --denoiser trained --method look-ahead --param delta=0.2 --rounds 500 --batch 32 --seed 0 --algorithm 2 --ft-lr 1e-6 --ft-start 60 --out $S
-bench report $S --figure ggdm-curves --figure ggdm-fixed-point
-# Sphere: delta sweep, 25 rounds, B = 256 (paper Fig. 11 right)
-for den in oracle trained; do for m in naive look-ahead; do for d in 0.02 0.12 0.22 0.32 0.42 0.52; do
-  run --task sphere --reward linear --denoiser $den --method $m --param delta=$d --rounds 25 --batch 256 --seed 1 --out $P
-done; done; done
-bench report $P --figure ggdm-pareto --figure ggdm-curves
-# Network quality: unguided samples of the trained network next to the exact oracle (B = 512)
-N=reports/networks
-for t in subspace sphere; do for den in oracle trained; do
-  run --task $t --denoiser $den --method unguided --rounds 0 --batch 512 --seed 0 --out $N
-done; done
-bench report $N
+subspace_oracle_1000() {  # oracle, delta = 0.2, 1000 rounds: fixed point of Algorithm 1 (ggdm.md §7.2)
+  for m in look-ahead naive; do
+    run --task subspace --reward f1-theta2 --denoiser oracle --method $m --param delta=0.2 --rounds 1000 --batch 32 --seed 0 --out $S
+  done
+}
+subspace() {  # f1-theta2, delta in {0.2, 0.9} (paper Fig. 4), Algorithm 1, 200 rounds (flat from ~100 rounds)
+  for d in 0.2 0.9; do for m in naive look-ahead; do
+    [ $d = 0.9 ] && run --task subspace --reward f1-theta2 --denoiser oracle --method $m --param delta=$d --rounds 200 --batch 32 --seed 0 --out $S
+    for ns in 0 1 2; do
+      run --task subspace --reward f1-theta2 --denoiser trained --network-seed $ns --method $m --param delta=$d --rounds 200 --batch 32 --seed 0 --out $S
+    done
+  done; done
+}
+sphere_oracle() {  # linear reward, delta sweep, 25 rounds, B = 256 (paper Fig. 11 right)
+  for m in naive look-ahead; do for d in 0.02 0.12 0.22 0.32 0.42 0.52; do
+    run --task sphere --reward linear --denoiser oracle --method $m --param delta=$d --rounds 25 --batch 256 --seed 1 --out $P
+  done; done
+}
+sphere_net() {  # the same sweep with the trained network of seed $1
+  for m in naive look-ahead; do for d in 0.02 0.12 0.22 0.32 0.42 0.52; do
+    run --task sphere --reward linear --denoiser trained --network-seed "$1" --method $m --param delta=$d --rounds 25 --batch 256 --seed 1 --out $P
+  done; done
+}
+networks() {  # unguided samples of each trained network next to the exact oracle (B = 512)
+  for t in subspace sphere; do
+    run --task $t --denoiser oracle --method unguided --rounds 0 --batch 512 --seed 0 --out $N
+    for ns in 0 1 2; do run --task $t --denoiser trained --network-seed $ns --method unguided --rounds 0 --batch 512 --seed 0 --out $N; done
+  done
+}
+report() {
+  bench report $S --figure ggdm-curves --figure ggdm-fixed-point
+  bench report $P --figure ggdm-pareto --figure ggdm-curves
+  bench report $N
+}
+case "${1:-all}" in
+  subspace-oracle-1000) subspace_oracle_1000 ;; subspace) subspace ;; sphere-oracle) sphere_oracle ;; sphere-net) sphere_net "$2" ;; networks) networks ;;
+  report) report ;;
+  all) subspace_oracle_1000; subspace; sphere_oracle; for ns in 0 1 2; do sphere_net $ns; done; networks; report ;;
+  *) echo "usage: reports/ggdm.sh [subspace-oracle-1000|subspace|sphere-oracle|sphere-net N|networks|report|all]" >&2; exit 2 ;;
+esac

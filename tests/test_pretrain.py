@@ -129,3 +129,27 @@ def test_default_networks_are_shipped_for_the_current_training_config():
         ck = torch.load(path, map_location="cpu", weights_only=True)
         assert ck["config"] == json.loads(json.dumps(cfg))
         assert ck["sha256"] == pretrain.weights_hash(ck["state_dict"])  # the checksum load_checkpoint verifies
+
+
+def test_polar_input_sees_the_norm_only_through_its_own_path():
+    """MLPEps(polar=True): direction x/|x| into the first layer, log|x| into the conditioning. With the radial path
+    silenced the x0-prediction is exactly constant along every ray (the sphere's small-t x0_hat); with it, not."""
+    from tasks.nets import MLPEps
+
+    task = get_task("sphere", 200)
+    torch.manual_seed(0)
+    net = MLPEps(width=16, depth=1, temb=16, pred="x0", polar=True).set_schedule(task.schedule.alpha_bar)
+    x, t = torch.randn(5, 64), torch.tensor([0, 1, 3, 50, 199])
+    seen = []
+    net.out.register_forward_hook(lambda m, i, o: seen.append(o))  # the blocks' output: x0_hat itself
+
+    def x0_hat(x):
+        net(x, t)
+        return seen[-1]
+
+    assert not torch.allclose(x0_hat(x), x0_hat(2 * x), atol=1e-4)  # the norm reaches the output
+    with torch.no_grad():
+        net.r_mlp[2].weight.zero_()
+        net.r_mlp[2].bias.zero_()
+    for c in (0.5, 2.0):
+        torch.testing.assert_close(x0_hat(c * x), x0_hat(x), atol=1e-6, rtol=0)
