@@ -23,6 +23,10 @@ Deviations from the official code: the weights of a scheduled step without resam
 (the official code does not carry them; cf. its issue #12 on weight bookkeeping); the running max starts at the
 first score (the official code starts it at 0).
 
+The correction is exact only as K grows: ``max``, ``sum`` and ``rt`` resampled at many steps chase an over-tilted
+intermediate target (∏G ~ exp(lam · #steps · r)) that few particles cannot correct back (tests/test_golden_particles.py:
+on the Gaussian chain, rt resampled at all 10 steps is still ~0.6 sd too high at K = 512; at 2 steps it is unbiased).
+
 Cost per returned sample: K forwards per step (one call on K·B rows), 0 VJPs, K reward calls per scheduled step
 and K for the final correction. lam = 0: all weights equal, nothing is resampled and particle 1 (sample i's own
 noise stream) is returned: the unguided sampler bit for bit.
