@@ -24,8 +24,9 @@ Deviations from the official code: the weights of a scheduled step without resam
 first score (the official code starts it at 0).
 
 The correction is exact only as K grows: ``max``, ``sum`` and ``rt`` resampled at many steps chase an over-tilted
-intermediate target (∏G ~ exp(lam · #steps · r)) that few particles cannot correct back (tests/test_golden_particles.py:
-on the Gaussian chain, rt resampled at all 10 steps is still ~0.6 sd too high at K = 512; at 2 steps it is unbiased).
+intermediate target (∏G ~ exp(lam · #steps · r)) that few particles cannot correct back (measured on the Gaussian
+chain of tests/golden.py, lam = 0.5: rt resampled at all 10 steps is still ~0.6 sd too high at K = 512; at 2
+scheduled steps it is unbiased from K = 64).
 
 Cost per returned sample: K forwards per step (one call on K·B rows), 0 VJPs, K reward calls per scheduled step
 and K for the final correction. lam = 0: all weights equal, nothing is resampled and particle 1 (sample i's own
