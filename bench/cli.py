@@ -68,6 +68,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="training seed of the trained denoiser (0: the default network; part of the run id)")
     p.add_argument("--noise", default="fresh", choices=("fresh", "reuse"),
                    help="Algorithm 1 noise: fresh every round, or reuse each sample's round-1 noise")
+    p.add_argument("--tilt", type=_finite(float), default=None,
+                   help="lam of the exact tilt p(x) exp(lam r(x)) the tilt metrics compare with (default: the "
+                        "method's lam parameter, if any; subspace f1 and sphere linear rewards)")
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the schedule (>= 2)")
     p.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim"), help="base sampler")
     p.add_argument("--eta", type=_finite(float), default=None,
@@ -95,7 +98,7 @@ def spec_from_args(a):
                    rounds=a.rounds, algorithm=a.algorithm, ft_lr=a.ft_lr, ft_start=a.ft_start, ft_steps=a.ft_steps,
                    batch=a.batch, seed=a.seed, T=a.T, sampler=a.sampler,
                    eta=1.0 if a.eta is None else a.eta, steps=a.steps, device=a.device,
-                   network_seed=a.network_seed, noise=a.noise)
+                   network_seed=a.network_seed, noise=a.noise, tilt=a.tilt)
 
 
 def cmd_run(a) -> int:
