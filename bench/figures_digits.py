@@ -172,7 +172,8 @@ def digits_grid(df: pd.DataFrame, out: Path):
             ax.imshow(strip.numpy(), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{label}: r={r.reward_mean:.2f}, held-out={r.heldout_reward:.2f}, FID={r.fid:.2f}",
+            fid = (f"FID vs test {rw[6:]}s={r.class_fid:.2f}" if r.class_fid == r.class_fid else f"FID={r.fid:.2f}")
+            ax.set_title(f"{label}: r={r.reward_mean:.2f}, held-out={r.heldout_reward:.2f}, {fid}",
                          fontsize=7, loc="left")
         fig.tight_layout()
         path = Path(out) / f"digits_grid_{rw}.png"
