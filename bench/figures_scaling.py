@@ -98,7 +98,7 @@ def crossings(cv: pd.DataFrame) -> list[dict]:
 
 def _panels(plt, cv, title):
     groups = list(cv.groupby(["task", "reward_fn", "denoiser"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups), 4.2), squeeze=False)
     return fig, axes[0], groups
 
 
@@ -126,7 +126,7 @@ def _vs_budget(cv, out: Path, col: str, ylabel: str, fname: str, log_y: bool = F
         ax.set_xscale("log", base=2)
         if log_y:
             ax.set_yscale("log")
-        ax.set_xlabel("NFE-eq per returned sample (unguided passes, F + 2V)")
+        ax.set_xlabel("budget: NFE-eq / sample (× unguided)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{task} / {rw} / {den}", fontsize=9)
         ax.grid(alpha=0.3)
@@ -157,7 +157,7 @@ def _vs_k(cv, out: Path):
                 ax.axhline(float(e[col].mean()), color="tab:cyan", ls="--", lw=1, label="exact-guidance (oracle)")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("particles / candidates K (N for best-of-N, M for SVDD)")
+            ax.set_xlabel("K (best-of-N: N; SVDD: M)")
             ax.set_ylabel(f"{col} ↓")
             ax.set_title(f"{task} / {den}", fontsize=9)
             ax.grid(alpha=0.3)

@@ -146,3 +146,15 @@ def test_exact_guidance_refuses_a_network_and_star_suites_skip_it():
     specs = expand(load_suite("quick"))
     eg = {(s.task, s.denoiser) for s in specs if s.method == "exact-guidance"}
     assert eg == {("subspace", "oracle"), ("sphere", "oracle")}
+
+
+def test_scaling_crossing_point_is_interpolated_in_log_budget():
+    import pandas as pd
+
+    from bench.figures_scaling import crossings
+
+    rows = [dict(task="t", denoiser="oracle", label="best-of-N", budget=b, reward=r)
+            for b, r in ((1, 1.0), (2, 2.0), (4, 3.0), (8, 4.0))]
+    rows += [dict(task="t", denoiser="oracle", label="fk", budget=b, reward=r) for b, r in ((2, 1.5), (4, 3.5), (8, 5))]
+    (c,) = crossings(pd.DataFrame(rows))
+    assert c["budget"] == pytest.approx(2 * math.sqrt(2)) and c["direction"] == "overtakes best-of-N"
