@@ -79,7 +79,11 @@ def test_rewards_differentiable_and_heldout_metrics(task, name):
     m = task.reward(name).metrics(x.detach())
     assert m["heldout_reward"].shape == (6,)
     if name.startswith("class"):
-        assert (r <= 0).all() and set(m) == {"heldout_reward", "heldout_acc", "guide_acc"}
+        gain = {"heldout_reward_se", "guide_heldout_cov", "hack_ref", "hack_ref_lo", "hack_ref_hi"}
+        cls = {f"class_{k}" for k in ("fid", "kid", "precision", "recall", "one_minus_precision", "fid_floor",
+                                      "kid_floor", "precision_floor", "recall_floor")}
+        assert (r <= 0).all() and set(m) == {"heldout_reward", "heldout_acc", "guide_acc"} | gain | cls
+    assert all(v.shape == (6,) for v in m.values())
 
 
 def test_synthetic_standardised_and_heldout_tracks_it(task):
