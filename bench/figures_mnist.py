@@ -2,9 +2,9 @@
 
 - ``mnist-table``: per reward, one row per reported configuration (final round, mean over report seeds): guider
   reward, held-out reward (and class accuracies for ``class-K``), FID against the test set (for ``class-K``: its
-  class-K test images) beside the floor at the same n, off-support, NFE-eq per returned sample; then the hacking
-  view: guider gain and held-out gain over unguided with their ratio, next to the reference ratio of real test
-  images selected by the guider (issue 12: the ratio a non-hacking selection gets, with a bootstrap interval).
+  class-K test images too) beside the floor at the same n, off-support, NFE-eq per returned sample; then the
+  hacking view: guider and held-out gain over unguided with their ratio, next to the reference ratio of real test
+  images selected by the guider (issue 12, recorded as ``hack_ref``: the ratio without hacking, 95 % interval).
 - ``mnist-grid``: PNG grids of the final samples of every reported configuration (first report seed), one row each.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from .figures_digits import sample_dirs
 from .report_tables import final_rows
 
 N_GRID, C = 16, 2.0  # samples per grid row; NFE-eq = NFE + C * VJP
-KEYS = ("heldout_reward", "heldout_acc", "guide_acc", "fid", "fid_floor", "fid_all", "kid", "recall",
-        "one_minus_precision")
+KEYS = ("heldout_reward", "heldout_acc", "guide_acc", "fid", "fid_floor", "recall", "class_fid", "class_fid_floor",
+        "class_recall", "hack_ref", "hack_ref_lo", "hack_ref_hi")
 
 
 def _final(df: pd.DataFrame) -> pd.DataFrame:
@@ -39,7 +39,7 @@ def _final(df: pd.DataFrame) -> pd.DataFrame:
     m = pd.DataFrame(list(fin["metrics"].map(lambda d: d or {})), index=fin.index)
     for k in KEYS:
         fin[k] = m[k] if k in m else math.nan
-    fin["nfe_eq"] = (fin["nfe"] + C * fin["vjp"]) / fin["n"]
+    fin["nfe_eq"] = fin["nfe"] + C * fin["vjp"]  # per returned sample, every round of the run
     return fin
 
 
@@ -53,31 +53,6 @@ def _by_config(fin: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def real_reference(reward: str, top: float = 0.25, boots: int = 200) -> dict:
-    """Hacking-ratio reference on real data: the test images the guider ranks in its top ``top`` fraction, their
-    guider and held-out reward gain over all test images, and the ratio with a bootstrap 95 % interval."""
-    import torch
-
-    from tasks import get_task
-
-    task = get_task("mnist", 200)
-    x = task.split("test")[0]
-    with torch.no_grad():
-        g = task.reward(reward)(x).double().numpy()
-        h = task.reward(reward).metrics(x)["heldout_reward"].double().numpy()
-    rng, k = np.random.RandomState(0), int(round(top * len(x)))
-
-    def ratio(idx):
-        sel = idx[np.argsort(-g[idx])[:int(round(top * len(idx)))]]
-        return (h[sel].mean() - h[idx].mean()) / (g[sel].mean() - g[idx].mean())
-
-    sel = np.argsort(-g)[:k]
-    rs = [ratio(rng.randint(0, len(x), len(x))) for _ in range(boots)]
-    return {"guider_gain": g[sel].mean() - g.mean(), "heldout_gain": h[sel].mean() - h.mean(),
-            "ratio": ratio(np.arange(len(x))), "lo": float(np.percentile(rs, 2.5)), "hi": float(np.percentile(rs, 97.5)),
-            "guider_all": g.mean(), "heldout_all": h.mean()}
-
-
 @figure("mnist-table")
 def mnist_table(df: pd.DataFrame, out: Path):
     fin = _final(df)
@@ -88,12 +63,14 @@ def mnist_table(df: pd.DataFrame, out: Path):
     for rw, g in cfg.groupby("reward_fn", sort=False):
         cls = str(rw).startswith("class-")
         g = g.sort_values("reward_mean", ascending=False)
-        cols = ["label", "reward_mean", "heldout_reward"] + (["guide_acc", "heldout_acc"] if cls else []) + \
-            ["fid", "fid_floor"] + (["fid_all"] if cls else []) + ["off_support_mean", "recall", "nfe_eq", "seeds"]
+        k = rw.split("-")[1] if cls else ""
+        cols = ["label", "reward_mean", "heldout_reward"] + (["guide_acc", "heldout_acc", "class_fid",
+                                                              "class_fid_floor", "class_recall"] if cls else []) + \
+            ["fid", "fid_floor", "off_support_mean"] + ([] if cls else ["recall"]) + ["nfe_eq", "seeds"]
         names = ["method params [protocol]", "guider reward ↑", "held-out reward ↑"] + \
-            (["guider acc ↑", "held-out acc ↑"] if cls else []) + \
-            [f"FID vs test{' ' + rw.split('-')[1] + 's' if cls else ''} ↓", "FID floor"] + \
-            (["FID vs all test"] if cls else []) + ["off-support ↓", "recall ↑", "NFE-eq / sample", "seeds"]
+            (["guider acc ↑", "held-out acc ↑", f"FID vs test {k}s ↓", f"floor (real {k}s)", "recall ↑"]
+             if cls else []) + ["FID vs test ↓", "floor (real)", "off-support ↓"] + ([] if cls else ["recall ↑"]) + \
+            ["NFE-eq / sample", "seeds"]
         t = g[cols].copy()
         t.columns = names
         items.append((f"mnist / {rw}: final round, mean over report seeds",
@@ -102,20 +79,18 @@ def mnist_table(df: pd.DataFrame, out: Path):
         if base.empty:
             continue
         b = base.iloc[0]
-        try:
-            ref = real_reference(rw)
-            ref_txt = (f"Reference (real test images, the guider's top 25 % vs all 1000): guider gain "
-                       f"{ref['guider_gain']:.3g}, held-out gain {ref['heldout_gain']:.3g}, ratio {ref['ratio']:.2f} "
-                       f"[{ref['lo']:.2f}, {ref['hi']:.2f}] (bootstrap 95 %): a sampler whose ratio is near this "
-                       "does not hack the guider; far below it, the guider's gain is not real.\n\n")
-        except Exception as e:  # the task's networks are unavailable: the table stands without the reference
-            ref_txt = f"_real-image reference unavailable: {type(e).__name__}: {e}_\n\n"
+        ref_txt = "" if not math.isfinite(b["hack_ref"]) else (
+            f"Reference (tasks/digits.py ``hacking_reference``: the guider's top 10 % of the real test images vs all of "
+            f"them): held-out / guider gain {b['hack_ref']:.2f} [{b['hack_ref_lo']:.2f}, {b['hack_ref_hi']:.2f}] "
+            "(bootstrap 95 %). A sampler whose ratio is near this does not hack the guider; far below it, the "
+            "guider's gain is not real.\n\n")
         rows = []
         for r in g[g["method"] != "unguided"].itertuples():
             d_g, d_h = r.reward_mean - b["reward_mean"], r.heldout_reward - b["heldout_reward"]
             sig = d_g > 2 * math.hypot(r.reward_se, b["reward_se"])
             rows.append({"method params [protocol]": r.label, "guider gain": d_g, "held-out gain": d_h,
-                         "held-out / guider": d_h / d_g if sig else math.nan, "FID": r.fid,
+                         "held-out / guider": d_h / d_g if sig else math.nan,
+                         "FID": r.class_fid if cls else r.fid,
                          "off-support": r.off_support_mean})
         if rows:
             items.append((f"mnist / {rw}: reward hacking (gain over unguided; ratio blank where the guider gain is "
@@ -148,7 +123,8 @@ def mnist_grid(df: pd.DataFrame, out: Path):
             ax.imshow(strip.numpy(), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{r.label}: r={r.reward_mean:.2f}, held-out={r.heldout_reward:.2f}, FID={r.fid:.1f}",
+            fid = r.class_fid if str(rw).startswith("class-") else r.fid
+            ax.set_title(f"{r.label}: r={r.reward_mean:.2f}, held-out={r.heldout_reward:.2f}, FID={fid:.2f}",
                          fontsize=7, loc="left")
         fig.tight_layout()
         path = Path(out) / f"mnist_grid_{rw}.png"
