@@ -65,7 +65,7 @@ def points(df: pd.DataFrame) -> pd.DataFrame:
 def curves(pts: pd.DataFrame) -> pd.DataFrame:
     """Means over seeds (and their standard errors) per (task, denoiser, label, K)."""
     keys = ["task", "reward_fn", "denoiser", "label", "K"]
-    g = pts.groupby(keys, sort=False)
+    g = pts.groupby(keys, sort=False, dropna=False)  # exact guidance has no K
     out = g.mean(numeric_only=True).drop(columns="seed")
     se = g[["reward", "off", "tilt_fd", "tilt_w1"]].std(ddof=1).div(np.sqrt(g.size()), axis=0).add_suffix("_se")
     return out.join(se).join(g.size().rename("seeds")).reset_index()
@@ -82,7 +82,7 @@ def crossings(cv: pd.DataFrame) -> list[dict]:
         for label, c in g[g["label"] != "best-of-N"].groupby("label", sort=False):
             c = c.sort_values("budget")
             x = np.log(c["budget"].to_numpy())
-            inside = (x >= lb[0]) & (x <= lb[-1])
+            inside = (x > 1e-9) & (x >= lb[0]) & (x <= lb[-1])  # budget 1: the unguided start every curve shares
             x, d = x[inside], (c["reward"].to_numpy() - np.interp(x, lb, rb))[inside]
             for i in range(len(x) - 1):
                 if d[i] == 0 or d[i] * d[i + 1] < 0:
@@ -92,7 +92,8 @@ def crossings(cv: pd.DataFrame) -> list[dict]:
             if len(x) and not any(o["method"] == label and o["task"] == task and o["denoiser"] == den for o in out):
                 out.append({"task": task, "denoiser": den, "method": label, "budget": float("nan"),
                             "direction": ("above" if d.min() > 0 else "below" if d.max() < 0 else "touches")
-                            + f" best-of-N over {math.exp(x[0]):.3g}x-{math.exp(x[-1]):.3g}x"})
+                            + (f" best-of-N at {math.exp(x[0]):.3g}x" if len(x) == 1 else
+                               f" best-of-N over {math.exp(x[0]):.3g}x-{math.exp(x[-1]):.3g}x")})
     return out
 
 
