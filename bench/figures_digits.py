@@ -148,6 +148,11 @@ def sample_dirs(df: pd.DataFrame, out: Path) -> list[Path]:
     return [d for i, d in enumerate(cands) if d.is_dir() and d not in cands[:i]]
 
 
+def sample_path(dirs: list[Path], run_id: str) -> Path | None:
+    """The saved sample tensor of ``run_id`` (``<run_id>.pt``) in the first of ``dirs`` that has it, else None."""
+    return next((d / f"{run_id}.pt" for d in dirs if (d / f"{run_id}.pt").exists()), None)
+
+
 @figure("digits-grid")
 def digits_grid(df: pd.DataFrame, out: Path):
     plt = pyplot()
@@ -160,8 +165,7 @@ def digits_grid(df: pd.DataFrame, out: Path):
                                    "save_samples)_")]
     items = []
     for rw, g in fin.groupby("reward_fn", sort=False):
-        found = ((r, next((d / f"{r.run_id}.pt" for d in dirs if (d / f"{r.run_id}.pt").exists()), None))
-                 for r in g.itertuples())
+        found = ((r, sample_path(dirs, r.run_id)) for r in g.itertuples())
         rows = [(r.label, path, r) for r, path in found if path is not None]
         if not rows:
             continue

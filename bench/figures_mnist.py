@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from .atomic import savefig
 from .figures import figure, pyplot
-from .figures_digits import sample_dirs
+from .figures_digits import sample_dirs, sample_path
 from .report_tables import final_rows
 
 N_GRID, C = 16, 2.0  # samples per grid row; NFE-eq = NFE + C * VJP
@@ -111,8 +111,7 @@ def mnist_grid(df: pd.DataFrame, out: Path):
     items = []
     for rw, g in _by_config(fin).groupby("reward_fn", sort=False):
         g = g.sort_values("reward_mean", ascending=False)
-        rows = [(r, next((d / f"{r.run_id}.pt" for d in dirs if (d / f"{r.run_id}.pt").exists()), None))
-                for r in g.itertuples()]
+        rows = [(r, sample_path(dirs, r.run_id)) for r in g.itertuples()]
         rows = [(r, p) for r, p in rows if p is not None]
         if not rows:
             continue
