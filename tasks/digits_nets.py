@@ -8,6 +8,7 @@ eps-network's error would be amplified by 1/alpha in x0_hat = (x_t - sqrt(h) eps
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -150,32 +151,54 @@ def train_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
             "params": sum(p.numel() for p in net.parameters())}
 
 
+def _load_checked(role: str, cfg: dict, path) -> nn.Module | None:
+    """The classifier stored at ``path``, or None (with a warning) if unreadable, trained for another config or
+    altered (its weights do not hash to the stored sha256): the check of tasks/pretrain.py ``load_checkpoint``."""
+    from .pretrain import weights_hash
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck.get("config") != cfg:
+            raise ValueError("stored config differs")
+        sha = weights_hash(ck["state_dict"])
+        if ck.get("sha256") != sha:
+            raise ValueError(f"weights hash to {sha[:16]}, the file says {str(ck.get('sha256'))[:16]} (altered bytes)")
+        net = CLASSIFIERS[role](**cfg["net"])
+        net.load_state_dict(ck["state_dict"])
+        net.checkpoint = sha[:16]
+        return net
+    except Exception as e:  # corrupt, mismatched or altered: retrain
+        print(f"warning: ignoring checkpoint {path} ({type(e).__name__}: {e}); retraining", file=sys.stderr)
+        return None
+
+
+def classifier_config(task, role: str) -> dict:
+    """The cache key of classifier ``role``: task, version, image size, network and training config, split."""
+    if role not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier role {role!r}; choose one of {sorted(CLASSIFIERS)}")
+    cfg = {"task": task.name, "task_version": task.version, "arch": f"clf-{role}", "size": task.size,
+           "net": dict(task.clf_net.get(role, {})), "train": dict(task.clf_train[role]), "split": task.clf_split[role]}
+    return json.loads(json.dumps(cfg))  # JSON-normalised, as stored (tuples become lists)
+
+
 def load_or_train_classifier(task, role: str, progress: bool = True) -> nn.Module:
     """The cached classifier ``role`` ('guide' | 'heldout') of ``task``, trained on its split on first use.
 
-    Cached in the score-network cache (tasks/pretrain.py), keyed by task, version, image size, network and
-    training config. Returns a frozen eval-mode network."""
-    from .pretrain import checkpoint_path, save_atomic
+    Cached like the score network (tasks/pretrain.py): keyed by ``classifier_config``, the sha256 of the weights
+    stored in the file and checked on load; on a cache miss the file shipped in tasks/data/nets under the same
+    name is used, checked the same way; otherwise retrained. Returns a frozen eval-mode network carrying
+    ``checkpoint`` (sha256[:16] of its weights)."""
+    from .pretrain import checkpoint_path, save_atomic, shipped_path, weights_hash
 
-    if role not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier role {role!r}; choose one of {sorted(CLASSIFIERS)}")
-    train_cfg = dict(task.clf_train[role])
-    cfg = {"task": task.name, "task_version": task.version, "arch": f"clf-{role}", "size": task.size,
-           "net": dict(task.clf_net.get(role, {})), "train": train_cfg, "split": task.clf_split[role]}
-    path = checkpoint_path(cfg)
-    torch.manual_seed(train_cfg["seed"])
-    net = CLASSIFIERS[role](**cfg["net"])
-    ck = None
-    if path.exists():
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-            if ck.get("config") != cfg:
-                raise ValueError("stored config differs")
-            net.load_state_dict(ck["state_dict"])
-        except Exception as e:  # corrupt or mismatched: retrain
-            print(f"warning: ignoring checkpoint {path} ({type(e).__name__}: {e}); retraining", file=sys.stderr)
-            ck = None
-    if ck is None:
+    cfg = classifier_config(task, role)
+    path, net = checkpoint_path(cfg), None
+    for p in (path, shipped_path(cfg)):
+        if net is None and p.exists():
+            net = _load_checked(role, cfg, p)
+    if net is None:
+        train_cfg = cfg["train"]
+        torch.manual_seed(train_cfg["seed"])
+        net = CLASSIFIERS[role](**cfg["net"])
         x, y = task.split(cfg["split"])
         if progress:
             print(f"training {task.name} classifier {role!r} on the {cfg['split']} split ({len(y)} images)",
@@ -186,7 +209,10 @@ def load_or_train_classifier(task, role: str, progress: bool = True) -> nn.Modul
         with torch.no_grad():
             xt, yt = task.split("test")
             info["test_accuracy"] = float((net(xt).argmax(1) == yt).float().mean())
-        save_atomic({"config": cfg, "info": info, "state_dict": net.state_dict()}, path)
+        sd = net.state_dict()
+        sha = weights_hash(sd)
+        save_atomic({"config": cfg, "info": info, "state_dict": sd, "sha256": sha}, path)
+        net.checkpoint = sha[:16]
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval()
