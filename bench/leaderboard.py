@@ -32,7 +32,7 @@ def _group(e: dict) -> tuple:
 def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict | None:
     """Pooled per-sample values of an entry's report runs read at ``budget``; None if over budget."""
     rewards, offs, costs, rounds, missing, diverged = [], [], [], [], False, False
-    guided_s, mem, held = [], [], []
+    guided_s, unguided_s, mem, held = [], [], [], []
     for seed in entry["report_seeds"]:
         recs = by_run.get(entry["run_ids"][str(seed)], [])
         last = max((r["round"] for r in recs if r.get("round") is not None and r.get("status") == "ok"), default=-1)
@@ -50,6 +50,7 @@ def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict 
         costs.append(nfe_eq(rec, c))
         rounds.append(rec["round"])
         guided_s.append(guided_seconds(recs, rec))
+        unguided_s.append(round0_seconds(recs))
         mem.append(rec.get("peak_mem_mb"))
         held.append((rec.get("metrics") or {}).get("heldout_reward"))  # images: the held-out evaluator's view
     if not costs and not missing and not diverged:
@@ -59,7 +60,7 @@ def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict 
         diverged = True
     return {"r": r, "o": o, "nfe_eq": max(costs) if costs else math.nan,
             "round": max(rounds) if rounds else None, "missing": missing, "diverged": diverged,
-            "heldout_reward": _finite_mean(held), "guided_s": _finite_mean(guided_s), "peak_mem_mb": max((m for m in mem if m is not None), default=math.nan)}
+            "heldout_reward": _finite_mean(held), "guided_r0": _per_unguided(guided_s, unguided_s), "peak_mem_mb": max((m for m in mem if m is not None), default=math.nan)}
 
 
 def guided_seconds(recs: list[dict], rec: dict) -> float:
@@ -69,6 +70,23 @@ def guided_seconds(recs: list[dict], rec: dict) -> float:
     if r0 is None or rec.get("wall_s") is None or r0.get("wall_s") is None:
         return math.nan
     return float(rec["wall_s"]) - float(r0["wall_s"])
+
+
+def round0_seconds(recs: list[dict]) -> float:
+    """Wall-clock of the run's own round 0: the unguided batch it starts with, timed in the same process, group
+    and moment as its guided pass(es)."""
+    r0 = next((r for r in recs if r.get("round") == 0 and r.get("status") == "ok"), None)
+    return math.nan if r0 is None or r0.get("wall_s") is None else float(r0["wall_s"])
+
+
+def _per_unguided(guided_s: list, unguided_s: list) -> float:
+    """Guided seconds in units of the same runs' round-0 unguided passes: a run batched with others (its wall_s a
+    share of its group's, bench/batched.py) and a run alone are each compared with an unguided pass of the same
+    rows under the same load."""
+    pairs = [(g, u) for g, u in zip(guided_s, unguided_s) if math.isfinite(g) and math.isfinite(u)]
+    if not pairs or sum(u for _, u in pairs) <= 0:
+        return math.nan
+    return sum(g for g, _ in pairs) / sum(u for _, u in pairs)
 
 
 def _finite_mean(v: list) -> float:
@@ -96,7 +114,7 @@ def build_rows(plan: dict, records: list[dict], task_info) -> list[dict]:
         u = _collect(ung, by_run, None, c) if ung else None
         limit = tol * _mean(u["o"]) + floor if u and u["o"].size else math.inf
         u_ci = bootstrap_ci(u["r"]) if u else (math.nan, math.nan)
-        u_s = u["guided_s"] if u else math.nan
+        u_s = u["guided_r0"] if u else math.nan
         for tier in tiers:
             budget = tier * unit[_key(g)]
             tier_rows = []
@@ -123,7 +141,7 @@ def build_rows(plan: dict, records: list[dict], task_info) -> list[dict]:
                                   "tier": tier, "budget": budget, "rank": None, "method": e["label"],
                                   "params": _short(e["params"]), "reward_mean": m, "reward_lo": lo, "reward_hi": hi,
                                   "off_support_mean": om, "off_support_lo": olo, "off_support_hi": ohi,
-                                  "nfe_eq": v["nfe_eq"], "time_ratio": v["guided_s"] / u_s if u_s > 0 else math.nan,
+                                  "nfe_eq": v["nfe_eq"], "time_ratio": v["guided_r0"] / u_s if u_s > 0 else math.nan,
                                   "peak_mem_mb": v["peak_mem_mb"], "round": v["round"], "trials": e["trials"],
                                   "heldout_reward": v["heldout_reward"],
                                   "tuning_seeds": _seeds(e["tuning_seeds"]), "report_seeds": _seeds(e["report_seeds"]),

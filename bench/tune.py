@@ -298,10 +298,10 @@ def cmd_tuned(a, suite, specs: list[RunSpec], out: Path) -> int:
             ex = make_executor(kind, a.workers, a.scheduler, threads=a.threads)
         except (RuntimeError, OSError) as e:
             raise SuiteError(str(e)) from None
-        # tuning runs in batched groups (bench/batched.py); report runs one at a time, so the leaderboard's time
-        # and memory columns are each run's own measurements, not shares of a group's
+        # tuning and report runs alike in batched groups (bench/batched.py): a configuration's report seeds share
+        # one stacked batch; the leaderboard's time ratio divides each run's guided time by its own round 0
         n = run_suite(list({s.run_id: s for s in sp}.values()), d, ex, retry_failed=a.retry_failed,
-                      group_rows=1 if report else getattr(a, "group_rows", None))["failed"]
+                      group_rows=getattr(a, "group_rows", None))["failed"]
         failed += n if report else 0
 
     tune_dir = out / "tune"

@@ -108,8 +108,9 @@ def test_paired_tie_detects_a_real_difference():
 
 
 def test_time_ratio_excludes_round_zero_and_peak_memory_is_reported():
-    """time ratio = (wall_s at the read round - wall_s of round 0) / unguided's (round 1 - round 0), mean over
-    seeds; peak MB = the read record's peak_mem_mb, max over seeds. Hand-computed from planted wall-clocks."""
+    """time ratio = guided seconds (wall_s at the read round - wall_s of round 0) over the same runs' round-0
+    seconds (sums over seeds), divided by unguided's same quotient; peak MB = the read record's peak_mem_mb, max
+    over seeds. Hand-computed from planted wall-clocks."""
     def timed(run_id, walls, mems, **kw):
         recs = records(run_id, BASE + 0.5, ON, **kw)
         for r, w, m in zip(recs, walls, mems):
@@ -123,10 +124,13 @@ def test_time_ratio_excludes_round_zero_and_peak_memory_is_reported():
     rows = build_rows(plan(ents, tiers=(2.0, 5.0, 9.0)), recs, INFO)
     got = {(r["tier"], r["method"]): r for r in rows}
     assert got[(2.0, "unguided")]["time_ratio"] == pytest.approx(1.0)
-    assert got[(2.0, "g")]["time_ratio"] == pytest.approx(2.0)  # mean(3, 1) / mean(1, 1)
+    u = (1 + 1) / (5 + 7)  # unguided: guided seconds over round-0 seconds
+    assert got[(2.0, "g")]["time_ratio"] == pytest.approx((3 + 1) / (5 + 9) / u)
     assert got[(2.0, "g")]["peak_mem_mb"] == 30
-    assert got[(5.0, "it")]["time_ratio"] == pytest.approx(2.0) and got[(5.0, "it")]["peak_mem_mb"] == 6
-    assert got[(9.0, "it")]["time_ratio"] == pytest.approx(6.0) and got[(9.0, "it")]["peak_mem_mb"] == 7
+    assert got[(5.0, "it")]["time_ratio"] == pytest.approx((2 + 2) / (50 + 1) / u)
+    assert got[(5.0, "it")]["peak_mem_mb"] == 6
+    assert got[(9.0, "it")]["time_ratio"] == pytest.approx((6 + 6) / (50 + 1) / u)
+    assert got[(9.0, "it")]["peak_mem_mb"] == 7
     assert "| time ratio | peak MB |" in markdown(rows, plan(ents))
 
 

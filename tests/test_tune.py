@@ -77,6 +77,7 @@ methods = ["unguided", "naive", "dps", "best-of-n", "dno"]
 def test_suite_tunes_then_reports_on_disjoint_seeds(tmp_path):
     from bench.cli import main
     from bench.records import read_records
+    from bench.runner import execute
 
     path = tmp_path / "tiny.toml"
     path.write_text(SUITE)
@@ -104,6 +105,17 @@ def test_suite_tunes_then_reports_on_disjoint_seeds(tmp_path):
     dps = [r for r in rows if r["method"] == "dps" and math.isfinite(float(r["reward_mean"]))]
     assert dps and all(float(r["reward_se"]) > 0 and float(r["off_support_se"]) > 0 for r in dps)
     assert not math.isnan(float(board[0]["reward_mean"]))
+    # issue 14: a configuration's report seeds run as one stacked group (record key ``group``), with the run ids and
+    # values of the same runs executed one at a time (``runner.execute`` on the recorded spec)
+    batched = {(r["run_id"], r["round"]): r for r in read_records(out)}
+    grouped = {r["method"] for r in batched.values() if (r.get("group") or {}).get("runs", 1) > 1}
+    assert {"unguided", "naive", "dps"} <= grouped and "dno" not in grouped  # dno is not batchable
+    again = {b["run_id"]: b["spec"] for b in batched.values() if b["method"] in ("naive", "dps")}
+    alone = {(r["run_id"], r["round"]): r for spec in again.values() for r in execute(RunSpec(**spec))}
+    assert len(alone) == 8 and not any(r.get("group") for r in alone.values())
+    for k, r in alone.items():
+        for f in ("reward_mean", "off_support_mean", "nfe", "vjp", "status"):
+            assert batched[k][f] == r[f], (k, f)
 
 
 def test_check_space_rejects_bad_declarations():
@@ -175,3 +187,4 @@ def test_digits_tuning_constrains_knn_distance_and_never_reads_heldout_metrics()
     assert _select(dps) is dps[2]  # best guider reward among the feasible; the held-out reward would pick dps[0]
     assert dps[0]["limit"] == pytest.approx(2.01)
     assert "metrics" not in seen and not any("heldout" in k for k in seen), seen
+
