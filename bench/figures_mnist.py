@@ -3,8 +3,9 @@
 - ``mnist-table``: per reward, one row per reported configuration (final round, mean over report seeds): guider
   reward, held-out reward (and class accuracies for ``class-K``), FID against the test set (for ``class-K``: its
   class-K test images too) beside the floor at the same n, off-support, NFE-eq per returned sample; then the
-  hacking view: guider and held-out gain over unguided with their ratio, next to the reference ratio of real test
-  images selected by the guider (issue 12, recorded as ``hack_ref``: the ratio without hacking, 95 % interval).
+  hacking view of the digits report (``figures_digits.hacking_rows`` on the per-configuration means over report
+  seeds): guider and held-out gain over unguided, their ratio with a delta-method interval where the guider gain is
+  significant, next to the reference ratio of real test images selected by the guider (issue 12, ``hack_ref``).
 - ``mnist-grid``: PNG grids of the final samples of every reported configuration (first report seed), one row each.
 """
 from __future__ import annotations
@@ -18,12 +19,12 @@ from tabulate import tabulate
 
 from .atomic import savefig
 from .figures import figure, pyplot
-from .figures_digits import sample_dirs, sample_path
+from .figures_digits import HACK_NOTE, hacking_rows, sample_dirs, sample_path
 from .report_tables import final_rows
 
 N_GRID, C = 16, 2.0  # samples per grid row; NFE-eq = NFE + C * VJP
 KEYS = ("heldout_reward", "heldout_acc", "guide_acc", "fid", "fid_floor", "recall", "class_fid", "class_fid_floor",
-        "class_recall", "hack_ref", "hack_ref_lo", "hack_ref_hi")
+        "class_recall", "hack_ref", "hack_ref_lo", "hack_ref_hi", "heldout_reward_se", "guide_heldout_cov")
 
 
 def _final(df: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +50,10 @@ def _by_config(fin: pd.DataFrame) -> pd.DataFrame:
     out = g[cols].mean().reset_index()
     out["seeds"] = g.size().values
     out["run_id"] = g["run_id"].first().values
-    out["reward_se"] = g["reward_se"].apply(lambda s: float(np.sqrt((s ** 2).sum())) / len(s)).values
+    # the mean over n independent seeds: SE = sqrt(sum SE_i^2) / n, covariance of the means = sum cov_i / n^2
+    for k in ("reward_se", "heldout_reward_se"):
+        out[k] = g[k].apply(lambda s: float(np.sqrt((s ** 2).sum())) / len(s)).values
+    out["guide_heldout_cov"] = g["guide_heldout_cov"].apply(lambda s: float(s.sum()) / len(s) ** 2).values
     return out
 
 
@@ -78,24 +82,16 @@ def mnist_table(df: pd.DataFrame, out: Path):
         base = g[g["method"] == "unguided"]
         if base.empty:
             continue
-        b = base.iloc[0]
-        ref_txt = "" if not math.isfinite(b["hack_ref"]) else (
-            f"Reference (tasks/digits.py ``hacking_reference``: the guider's top 10 % of the real test images vs all of "
-            f"them): held-out / guider gain {b['hack_ref']:.2f} [{b['hack_ref_lo']:.2f}, {b['hack_ref_hi']:.2f}] "
-            "(bootstrap 95 %). A sampler whose ratio is near this does not hack the guider; far below it, the "
-            "guider's gain is not real.\n\n")
-        rows = []
-        for r in g[g["method"] != "unguided"].itertuples():
-            d_g, d_h = r.reward_mean - b["reward_mean"], r.heldout_reward - b["heldout_reward"]
-            sig = d_g > 2 * math.hypot(r.reward_se, b["reward_se"])
-            rows.append({"method params [protocol]": r.label, "guider gain": d_g, "held-out gain": d_h,
-                         "held-out / guider": d_h / d_g if sig else math.nan,
-                         "FID": r.class_fid if cls else r.fid,
-                         "off-support": r.off_support_mean})
+        rows = hacking_rows(g)  # the digits report's rows: ratio with its delta-method interval vs the reference
+        by_label = {r.label: r for r in g.itertuples()}
+        for row in rows:
+            r = by_label[row["method [protocol]"]]
+            row.update({"FID": f"{r.class_fid if cls else r.fid:.3g}", "off-support": f"{r.off_support_mean:.3g}"})
+            del row["reward"]
         if rows:
-            items.append((f"mnist / {rw}: reward hacking (gain over unguided; ratio blank where the guider gain is "
-                          "within 2 SE)", ref_txt + tabulate(pd.DataFrame(rows), headers="keys", tablefmt="github",
-                                                            showindex=False, floatfmt=".3g") + "\n"))
+            items.append((f"mnist / {rw}: reward hacking (gain over unguided, mean over report seeds)",
+                          HACK_NOTE + tabulate(pd.DataFrame(rows), headers="keys", tablefmt="github",
+                                               showindex=False) + "\n"))
     return items
 
 
