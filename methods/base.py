@@ -16,7 +16,8 @@ import torch
 from .denoiser import Cost, Counted
 from .sampling import NoiseStream, Sampler
 
-__all__ = ["param", "Method", "PerStepMethod", "Objective", "StepCtx", "bdot", "hp", "is_zero", "is_batchable"]
+__all__ = ["param", "Method", "PerStepMethod", "Objective", "StepCtx", "bdot", "hp", "is_zero", "is_batchable",
+           "x0_grad"]
 
 
 def param(default: Any, help: str, *, min: float | None = None, choices: tuple | None = None):
@@ -34,6 +35,36 @@ def grad_of_sum(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     the backward directly (what ``y.sum()``'s backward would pass on), saving an op per call."""
     (g,) = torch.autograd.grad((y,), (x,), (torch.ones_like(y),))
     return g
+
+
+def x0_grad(ctx: "StepCtx", x: torch.Tensor, f):
+    """(eps_hat, x0_hat, f(x0_hat), grad_{x_t} sum_i f(x0_hat)_i) at x_t = x: one forward and one VJP through the
+    denoiser, x0_hat = (x_t - sqrt(h) eps_hat) / alpha. ``f``: x0 -> [B], each value from its own row (the reward), or
+    a [B, *shape] tensor v for the linear f = <v_i, x0_i>. A denoiser with an analytic VJP (``Counted.analytic_vjp``)
+    needs no autograd graph through it: with u = grad f(x0_hat) (v itself, or one backward through f alone), the
+    gradient is u / alpha + (-sqrt(h) u / alpha)^T d eps_hat/d x_t, summed in the order of autograd's backward
+    (bit for bit the same for the subspace oracle: tests/test_oracle_vjp.py). Any other denoiser: autograd."""
+    sh, den, linear = math.sqrt(ctx.h), ctx.den, isinstance(f, torch.Tensor)
+    if den.analytic_vjp:
+        eps = den.eps(x, ctx.t)
+        x0 = (x - sh * eps) / ctx.alpha
+        if linear:
+            r, u = bdot(f, x0), f
+        else:
+            with torch.enable_grad():
+                x0g = x0.detach().requires_grad_(True)
+                r = f(x0g)
+                u = grad_of_sum(r, x0g)
+            r = r.detach()
+        w = u / ctx.alpha
+        return eps, x0, r, den.eps_vjp(x, ctx.t, (-w) * sh, add=w)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        eps = den.eps(xg, ctx.t)
+        x0 = (xg - sh * eps) / ctx.alpha
+        r = bdot(f, x0) if linear else f(x0)
+        d = grad_of_sum(r, xg)
+    return eps.detach(), x0.detach(), r.detach(), d
 
 
 def bnorm2(a: torch.Tensor) -> torch.Tensor:

@@ -82,19 +82,33 @@ class Counted:
         self.shape = tuple(inner.shape)
         self._times: dict = {}  # (t, rows, device) -> the [rows] long tensor of t: one allocation per grid time
 
+    def _time(self, t, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, torch.Tensor):
+            return as_time(t, x)
+        tt = self._times.get((t, x.shape[0], x.device))
+        if tt is None:
+            tt = self._times[(t, x.shape[0], x.device)] = as_time(t, x)
+        return tt
+
     def eps(self, x: torch.Tensor, t) -> torch.Tensor:
         n = self.cost.per_sample(x.shape[0])
         self.cost.nfe += n
-        if isinstance(t, torch.Tensor):
-            tt = as_time(t, x)
-        else:
-            tt = self._times.get((t, x.shape[0], x.device))
-            if tt is None:
-                tt = self._times[(t, x.shape[0], x.device)] = as_time(t, x)
-        out = self.inner.eps(x, tt)
+        out = self.inner.eps(x, self._time(t, x))
         if torch.is_grad_enabled() and out.requires_grad:
             out = _CountVJP.apply(out, self.cost, n)
         return out
+
+    @property
+    def analytic_vjp(self) -> bool:
+        """Whether the denoiser gives u^T d eps_hat / d x_t itself (``eps_vjp(x, t, u, add=None)``, ``add`` + the VJP
+        accumulated as autograd would; the subspace oracle, linear in x_t), so gradients through it need no graph."""
+        return callable(getattr(self.inner, "eps_vjp", None))
+
+    def eps_vjp(self, x: torch.Tensor, t, u: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser's analytic VJP ``add`` + u^T d eps_hat / d x_t (see ``analytic_vjp``), counted like a
+        backward through ``eps``: ceil(rows / B) VJPs per returned sample."""
+        self.cost.vjp += self.cost.per_sample(x.shape[0])
+        return self.inner.eps_vjp(x, self._time(t, x), u, add)
 
     def x0_hat(self, x: torch.Tensor, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:
         alpha, h = self.schedule.coeffs(t)

@@ -13,25 +13,18 @@ Cost per step: 1 forward with graph + 1 VJP (F+ + B).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from .base import grad_of_sum, hp, is_zero, param, per_sample
+from .base import hp, is_zero, param, per_sample, x0_grad
 from .policy import PolicyMethod, plain_step
 from .search import Choice, LogRange
 
 
 def grad_xt(ctx, obj, x: torch.Tensor):
-    """(eps, x0_hat, r(x0_hat), grad_{x_t} r(x0_hat(x_t))): one forward with graph and one VJP for the batch."""
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        eps = ctx.den.eps(xg, ctx.t)
-        x0 = (xg - math.sqrt(ctx.h) * eps) / ctx.alpha
-        r = obj.value(x0)
-        d = grad_of_sum(r, xg)
-    return eps.detach(), x0.detach(), r.detach(), d
+    """(eps, x0_hat, r(x0_hat), grad_{x_t} r(x0_hat(x_t))): one forward and one VJP for the batch (``x0_grad``)."""
+    return x0_grad(ctx, x, obj.value)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
-from .base import bdot, bnorm2, grad_of_sum, per_sample
+from .base import bnorm2, per_sample, x0_grad
 from .ggdm import GGDMGuidance
 from .search import LogRange
 
@@ -33,12 +31,7 @@ class LookAhead(GGDMGuidance):
 
     def guided_eps(self, ctx, obj, x):
         g, y = obj.g, obj.target(self.delta)
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            eps = ctx.den.eps(xg, ctx.t)
-            gx0 = bdot(g, (xg - math.sqrt(ctx.h) * eps) / ctx.alpha)
-            d = grad_of_sum(gx0, xg)
-        eps, gx0 = eps.detach(), gx0.detach()
+        eps, _, gx0, d = x0_grad(ctx, x, g)
         beta = self.beta_t((ctx.alpha**2 / 2) / (ctx.alpha**2 * self.sigma**2 + ctx.h * bnorm2(d)))
         G = per_sample(2 * beta * (y - gx0), x) * d
         return eps - math.sqrt(ctx.h) * G

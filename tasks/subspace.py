@@ -20,19 +20,43 @@ _DATA = Path(__file__).parent / "data" / "subspace_v1.npz"
 
 
 class SubspaceOracle(torch.nn.Module):
-    """Exact eps* for x0 ~ N(0, P)."""
+    """Exact eps* for x0 ~ N(0, P); linear in x_t, so its vector-Jacobian product is analytic (``eps_vjp``)."""
 
     def __init__(self, P: torch.Tensor, schedule, shape):
         super().__init__()
         self.register_buffer("P", P.double())
-        h = 1 - schedule.alpha_bar  # float64 tables; cast to the input's dtype per call
+        h = 1 - schedule.alpha_bar  # float64 tables; cast to the input's dtype once (``_tables``)
         self.register_buffer("sqrt_h", h.sqrt())
         self.register_buffer("rsqrt_h", h.rsqrt())
         self.schedule, self.shape = schedule, tuple(shape)
+        self._cast: dict = {}  # (dtype, device) -> (P, sqrt_h, rsqrt_h) cast once
+        self._at: list = [None]  # [(t, t's version, dtype, device, sqrt_h[t], rsqrt_h[t])] of the last call
+
+    def _tables(self, x, t):
+        """P and the [B, 1] columns sqrt(h_t), 1/sqrt(h_t) in x's dtype and device: the same values as casting the
+        float64 tables per call, cast once per dtype / device and gathered once per time tensor (``Counted`` hands
+        the same tensor for every call at a grid time; an in-place change of it bumps its version)."""
+        key = (x.dtype, x.device)
+        c = self._cast.get(key)
+        if c is None:
+            c = self._cast[key] = tuple(b.to(device=x.device, dtype=x.dtype) for b in (self.P, self.sqrt_h, self.rsqrt_h))
+        a = self._at[0]
+        if a is None or a[0] is not t or a[1] != t._version or a[2:4] != key:
+            a = self._at[0] = (t, t._version, *key, c[1][t].unsqueeze(1), c[2][t].unsqueeze(1))
+        return c[0], a[4], a[5]
 
     def eps(self, x, t):
-        Px = x @ self.P.to(x.dtype)
-        return self.sqrt_h[t].to(x.dtype).unsqueeze(1) * Px + (x - Px) * self.rsqrt_h[t].to(x.dtype).unsqueeze(1)
+        P, s, r = self._tables(x, t)
+        Px = x @ P
+        return s * Px + (x - Px) * r
+
+    def eps_vjp(self, x, t, u, add=None):
+        """u^T d eps*/d x_t per sample = u / sqrt(h) + (sqrt(h) u - u / sqrt(h)) P^T, without autograd (plus ``add``,
+        summed first): the operations, and their order, of an autograd backward through ``eps``, so the result is
+        bit for bit autograd's (tests/test_oracle_vjp.py)."""
+        P, s, r = self._tables(x, t)
+        ur = u * r
+        return (ur if add is None else add + ur) + (u * s - ur) @ P.T
 
 
 class Subspace(Task):
