@@ -43,11 +43,13 @@ class MLPEps(nn.Module):
     """
 
     def __init__(self, dim: int = 64, width: int = 128, depth: int = 4, temb: int = 128, norm: bool = True,
-                 pred: str = "v", polar: bool = False):
+                 pred: str = "v", polar: bool = False, sigma_data: float | None = None):
         super().__init__()
         if pred not in ("v", "x0"):
             raise ValueError(f"pred must be 'v' or 'x0', got {pred!r}")
-        self.pred, self.polar = pred, polar
+        if sigma_data is not None and pred != "x0":
+            raise ValueError("sigma_data (preconditioned output) needs pred='x0'")
+        self.pred, self.polar, self.sigma_data, self.dim = pred, polar, sigma_data, dim
         self.register_buffer("alpha_bar", torch.ones(1))  # set by set_schedule
         self.temb_dim = temb
         self.t_mlp = nn.Sequential(nn.Linear(temb, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
@@ -57,7 +59,35 @@ class MLPEps(nn.Module):
         self.blocks = nn.ModuleList(ResBlock(width, norm) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width) if norm else nn.Identity(), nn.Linear(width, dim))
 
+    def x0_hat(self, x, t):
+        """The network's x0_hat(x_t, t) (``pred="x0"`` only): the blocks' output, preconditioned if asked."""
+        out = self._blocks(x, t)
+        if self.sigma_data is None:
+            return out
+        ab = self.alpha_bar[t].unsqueeze(1)
+        s2, sig2 = self.sigma_data**2, (1 - ab) / ab
+        c_skip, c_out = s2 / (sig2 + s2), (sig2 * s2 / (sig2 + s2)).sqrt()
+        if self.polar:
+            x_skip = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) * (self.sigma_data * self.dim**0.5)
+        else:
+            x_skip = x / ab.sqrt()
+        return c_skip * x_skip + c_out * out
+
+    def c_out(self, t):
+        """EDM's c_out(t) (the scale of the blocks' error in x0_hat); None without preconditioning."""
+        if self.sigma_data is None:
+            return None
+        ab = self.alpha_bar[t]
+        s2, sig2 = self.sigma_data**2, (1 - ab) / ab
+        return (sig2 * s2 / (sig2 + s2)).sqrt()
+
     def forward(self, x, t):
+        ab = self.alpha_bar[t].unsqueeze(1)
+        if self.pred == "x0":  # the network predicts x0_hat: eps = (x - alpha x0_hat) / sqrt(h)
+            return (x - ab.sqrt() * self.x0_hat(x, t)) / (1 - ab).sqrt()
+        return (1 - ab).sqrt() * x + ab.sqrt() * self._blocks(x, t)
+
+    def _blocks(self, x, t):
         e = self.t_mlp(timestep_embedding(t, self.temb_dim))
         if self.polar:
             r = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -67,11 +97,7 @@ class MLPEps(nn.Module):
             h = self.inp(x)
         for blk in self.blocks:
             h = blk(h, e)
-        out = self.out(h)
-        ab = self.alpha_bar[t].unsqueeze(1)
-        if self.pred == "x0":  # the blocks predict x0_hat itself: eps = (x - alpha x0) / sqrt(h)
-            return (x - ab.sqrt() * out) / (1 - ab).sqrt()
-        return (1 - ab).sqrt() * x + ab.sqrt() * out
+        return self.out(h)
 
     def set_schedule(self, alpha_bar: torch.Tensor) -> "MLPEps":
         self.alpha_bar = alpha_bar.to(torch.float32).clone()

@@ -88,6 +88,17 @@ def _min_snr_loss(net, x0, schedule, gen, gamma: float, t=None) -> torch.Tensor:
     return (w * (net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t) - eps) ** 2).mean()
 
 
+def _edm_loss(net, x0, schedule, gen, t=None) -> torch.Tensor:
+    """EDM weighting (Karras et al. 2022, lambda = 1 / c_out^2): MSE of the preconditioned network's blocks,
+    |x0_hat - x0|^2 / c_out(t)^2, uniform over t in the blocks' own units (``weight = "edm"``)."""
+    if t is None:
+        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen).to(x0)
+    ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    x0_hat = net.x0_hat(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t)
+    return (((x0_hat - x0) / net.c_out(t).reshape(ab.shape)) ** 2).mean()
+
+
 def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict]:
     tc = cfg["train"]
     gen = torch.Generator().manual_seed(tc["seed"])
@@ -108,7 +119,9 @@ def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict
             t = torch.randint(0, T, (tc["batch"],), generator=gen)
             n_low = int(round(low * tc["batch"]))
             t[:n_low] = torch.randint(0, max(T // 10, 1), (n_low,), generator=gen)
-        if tc.get("min_snr"):  # min-SNR-gamma weighting (Hang et al. 2023): eps-MSE x min(SNR, gamma) / SNR
+        if tc.get("weight") == "edm":
+            loss = _edm_loss(net, data[idx], task.schedule, gen, t)
+        elif tc.get("min_snr"):  # min-SNR-gamma weighting (Hang et al. 2023): eps-MSE x min(SNR, gamma) / SNR
             loss = _min_snr_loss(net, data[idx], task.schedule, gen, tc["min_snr"], t)
         else:
             loss = denoising_loss(net, data[idx], task.schedule, gen, t=t)

@@ -1,10 +1,12 @@
 """Checkpoint cache: keyed by task/version/config, atomic, corrupt, mismatched or altered files are retrained."""
 import json
 
+import pytest
 import torch
 
 from tasks import get_task
 from tasks import pretrain
+from methods.protocol import denoising_loss
 
 TINY = {"steps": 3, "n_train": 256, "batch": 16, "width": 16, "depth": 1}
 
@@ -153,3 +155,45 @@ def test_polar_input_sees_the_norm_only_through_its_own_path():
         net.r_mlp[2].bias.zero_()
     for c in (0.5, 2.0):
         torch.testing.assert_close(x0_hat(c * x), x0_hat(x), atol=1e-6, rtol=0)
+
+
+def test_preconditioned_output_is_the_skip_plus_c_out_times_the_blocks():
+    """MLPEps(sigma_data=s): x0_hat = c_skip x_skip + c_out F (EDM eq. 7 in VP time). With the blocks silenced,
+    x0_hat is the skip alone, c_skip = s^2 alpha_bar / (1 - alpha_bar + s^2 alpha_bar), computed by hand here; the
+    blocks' output enters scaled by c_out = sqrt(h / alpha_bar) s / sqrt(h / alpha_bar + s^2)."""
+    from tasks.nets import MLPEps
+
+    task = get_task("sphere", 200)
+    ab, s = task.schedule.alpha_bar.double(), 0.125
+    torch.manual_seed(0)
+    x, t = torch.randn(4, 64), torch.tensor([0, 2, 60, 199])
+    u = x / x.norm(dim=1, keepdim=True)
+    sig2 = (1 - ab[t]) / ab[t]
+    c_skip, c_out = (s**2 / (sig2 + s**2)).unsqueeze(1), (sig2 * s**2 / (sig2 + s**2)).sqrt().unsqueeze(1)
+    for polar, skip in ((True, u * s * 8), (False, x / ab[t].sqrt().unsqueeze(1))):
+        net = MLPEps(width=16, depth=1, temb=16, pred="x0", polar=polar, sigma_data=s).set_schedule(ab)
+        with torch.no_grad():
+            f = net._blocks(x, t).double()
+            torch.testing.assert_close(net.x0_hat(x, t).double(), c_skip * skip + c_out * f, rtol=2e-5, atol=1e-6)
+            net.out[1].weight.zero_()
+            net.out[1].bias.zero_()
+            torch.testing.assert_close(net.x0_hat(x, t).double(), c_skip * skip, rtol=2e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="pred='x0'"):
+        MLPEps(pred="v", sigma_data=s)
+
+
+def test_edm_loss_is_the_eps_loss_reweighted_by_one_plus_sigma2_over_s2():
+    """Karras et al.'s weight 1 / c_out^2 on the x0 error equals (sigma^2 + s^2) / s^2 times the eps error at the
+    same x_t (x0 error = sqrt(h / alpha_bar) eps error): checked per time, same draws."""
+    from tasks.nets import MLPEps
+
+    task = get_task("sphere", 200)
+    ab, s = task.schedule.alpha_bar, 0.125
+    net = MLPEps(width=16, depth=1, temb=16, pred="x0", polar=True, sigma_data=s).set_schedule(ab)
+    x0 = task.sample_data(8, torch.Generator().manual_seed(1))
+    for ti in (0, 5, 120):
+        t = torch.full((8,), ti)
+        edm = pretrain._edm_loss(net, x0, task.schedule, torch.Generator().manual_seed(2), t)
+        eps_mse = denoising_loss(net, x0, task.schedule, torch.Generator().manual_seed(2), t)
+        sig2 = float((1 - ab[ti]) / ab[ti])
+        assert edm.item() == pytest.approx(eps_mse.item() * (sig2 + s**2) / s**2, rel=1e-3)
