@@ -118,8 +118,10 @@ def _methods(g: dict, registry) -> list[str]:
 
 
 def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None = None,
-           only: list[str] | None = None) -> list[RunSpec]:
-    """Every RunSpec of the suite, in file order, without duplicates (same run_id)."""
+           only: list[str] | None = None, tasks: list[str] | None = None,
+           denoisers: list[str] | None = None) -> list[RunSpec]:
+    """Every RunSpec of the suite, in file order, without duplicates (same run_id); ``only`` / ``tasks`` /
+    ``denoisers`` keep the runs of those methods / tasks / denoisers (the same run ids as the whole suite's)."""
     from methods import REGISTRY, suggest
     from tasks import TASKS, get_task
 
@@ -162,6 +164,8 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
         for task_name in _as_list(g["tasks"]):
             if task_name not in TASKS:
                 raise SuiteError(str(suggest("task", task_name, TASKS)))
+            if tasks and task_name not in tasks:
+                continue
             task = get_task(task_name, T)
             rewards = _as_list(g.get("rewards", [next(iter(task.rewards))]))
             for rw in rewards:
@@ -170,6 +174,8 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
                         raise SuiteError(f"reward {rw!r} belongs to no task")
                     continue
                 for den in _as_list(g.get("denoisers", ["oracle"])):
+                    if denoisers and den not in denoisers:
+                        continue
                     for m in methods:
                         if only and m not in only:
                             continue
@@ -183,6 +189,10 @@ def expand(suite: Suite, *, seeds: list[int] | None = None, device: str | None =
                                 if spec.run_id not in seen:
                                     seen.add(spec.run_id)
                                     specs.append(spec)
+    for what, keep, field in (("--tasks", tasks, "task"), ("--denoisers", denoisers, "denoiser")):
+        missing = [v for v in keep or [] if not any(getattr(s, field) == v for s in specs)]
+        if missing:
+            raise SuiteError(f"{what} {','.join(missing)} matches no run of suite {suite.name}")
     missing = [m for m in only or [] if not any(s.method == m for s in specs)]
     if missing:
         have = sorted({m for g in suite.grids for m in _methods(g, REGISTRY)})

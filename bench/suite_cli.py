@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     s.add_argument("--seeds", default=None, help="comma-separated seeds overriding the file, e.g. 0,1,2")
     s.add_argument("--device", default=None, help="cpu, cuda or auto (overrides the file)")
     s.add_argument("--only", default=None, help="comma-separated methods to keep, e.g. naive,look-ahead")
+    s.add_argument("--tasks", default=None, help="comma-separated tasks to keep, e.g. sphere (same run ids)")
+    s.add_argument("--denoisers", default=None, help="comma-separated denoisers to keep, e.g. trained")
     s.add_argument("--workers", type=_positive, default=1, help="worker processes (process/dask executors)")
     s.add_argument("--threads", type=_positive, default=1,
                    help="torch CPU threads per process (driver and each worker); 1 is fastest for the small "
@@ -62,8 +64,10 @@ def cmd_suite(a) -> int:
     from .executors import make_executor
 
     suite = load_suite(a.suite)
-    only = [m.strip() for m in a.only.split(",") if m.strip()] if a.only else None
-    specs = expand(suite, seeds=_csv_ints(a.seeds, "--seeds"), device=a.device, only=only)
+    only, tasks, dens = ([m.strip() for m in v.split(",") if m.strip()] if v else None
+                         for v in (a.only, a.tasks, a.denoisers))
+    specs = expand(suite, seeds=_csv_ints(a.seeds, "--seeds"), device=a.device, only=only, tasks=tasks,
+                   denoisers=dens)
     out = Path(a.out or Path("results") / suite.name)
     specs = under_out(specs, out)
     validate(specs)

@@ -2,7 +2,7 @@
 # Regenerates reports/ggdm-subspace, reports/ggdm-sphere and reports/networks (core issue: GGDM simulations;
 # issue 12: over network seeds 0, 1, 2 of the validated default networks, oracle beside).
 # Each line is one `bench run`; records append to the report directory, then `bench report` rebuilds it.
-# Parts can run in separate processes: `reports/ggdm.sh subspace-oracle-1000|subspace|sphere-oracle|sphere-net N|networks|report`
+# Parts can run in separate processes: `reports/ggdm.sh subspace-oracle-1000|subspace|sphere|networks|report`
 # (default: all, in order). Old records are not removed here: start from empty report directories.
 set -euo pipefail
 S=reports/ggdm-subspace; P=reports/ggdm-sphere; N=reports/networks
@@ -20,15 +20,9 @@ subspace() {  # f1-theta2, delta in {0.2, 0.9} (paper Fig. 4), Algorithm 1, 200 
     done
   done; done
 }
-sphere_oracle() {  # linear reward, delta sweep, 25 rounds, B = 256 (paper Fig. 11 right)
-  for m in naive look-ahead; do for d in 0.02 0.12 0.22 0.32 0.42 0.52; do
-    run --task sphere --reward linear --denoiser oracle --method $m --param delta=$d --rounds 25 --batch 256 --seed 1 --out $P
-  done; done
-}
-sphere_net() {  # the same sweep with the trained network of seed $1
-  for m in naive look-ahead; do for d in 0.02 0.12 0.22 0.32 0.42 0.52; do
-    run --task sphere --reward linear --denoiser trained --network-seed "$1" --method $m --param delta=$d --rounds 25 --batch 256 --seed 1 --out $P
-  done; done
+sphere() {  # linear reward, delta sweep, 25 rounds, B = 256 (paper Fig. 11 right): oracle and network seeds 0, 1, 2,
+  # batched by `bench suite` (bench/suites/ggdm-sphere.toml lists the runs; same specs as one `bench run` each)
+  bench suite ggdm-sphere --threads 1 --out $P
 }
 networks() {  # unguided samples of each trained network next to the exact oracle (B = 512)
   for t in subspace sphere; do
@@ -38,12 +32,12 @@ networks() {  # unguided samples of each trained network next to the exact oracl
 }
 report() {
   bench report $S --figure ggdm-curves --figure ggdm-fixed-point
-  bench report $P --figure ggdm-pareto --figure ggdm-curves
+  bench report $P --figure ggdm-pareto --figure ggdm-curves  # (bench suite ggdm-sphere writes it too)
   bench report $N
 }
 case "${1:-all}" in
-  subspace-oracle-1000) subspace_oracle_1000 ;; subspace) subspace ;; sphere-oracle) sphere_oracle ;; sphere-net) sphere_net "$2" ;; networks) networks ;;
+  subspace-oracle-1000) subspace_oracle_1000 ;; subspace) subspace ;; sphere) sphere ;; networks) networks ;;
   report) report ;;
-  all) subspace_oracle_1000; subspace; sphere_oracle; for ns in 0 1 2; do sphere_net $ns; done; networks; report ;;
-  *) echo "usage: reports/ggdm.sh [subspace-oracle-1000|subspace|sphere-oracle|sphere-net N|networks|report|all]" >&2; exit 2 ;;
+  all) subspace_oracle_1000; subspace; sphere; networks; report ;;
+  *) echo "usage: reports/ggdm.sh [subspace-oracle-1000|subspace|sphere|networks|report|all]" >&2; exit 2 ;;
 esac

@@ -141,7 +141,7 @@ def test_cli_dry_run_lists_runs_and_marks_done(tmp_path, capsys):
     assert main(["suite", str(p), "--only", "nope", "--dry-run"]) == 2
 
 
-@pytest.mark.parametrize("name", ["quick", "paper-simulations", "full"])
+@pytest.mark.parametrize("name", ["quick", "paper-simulations", "full", "ggdm-sphere"])
 def test_shipped_suites_expand_and_validate(name):
     from bench.suite import available, validate
 
@@ -170,3 +170,17 @@ def test_runs_recorded_with_other_defaults_or_version_are_rerun(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 3 * len(specs) and len({(r["run_id"], r["round"]) for r in rows}) == len(rows)
     assert all(r["hparams"].get("sigma") != 123.0 and r["method_version"] != -1 for r in rows)
+
+
+def test_task_and_denoiser_filters_keep_the_same_run_ids(tmp_path):
+    """``--tasks`` / ``--denoisers`` (expand's tasks / denoisers) keep exactly the whole suite's runs of those tasks
+    and denoisers, with unchanged run ids (so a partial rerun resumes into the same records); a name that matches
+    nothing is bad input."""
+    suite = load_suite(write(tmp_path, TINY.replace('["oracle"]', '["oracle", "trained"]')))
+    full = expand(suite)
+    part = expand(suite, tasks=["sphere"], denoisers=["trained"])
+    assert [s.run_id for s in part] == [s.run_id for s in full if s.task == "sphere" and s.denoiser == "trained"]
+    assert len(part) == 3 and len(full) == 12
+    for kw in ({"tasks": ["spher"]}, {"denoisers": ["oracel"]}):
+        with pytest.raises(SuiteError, match="matches no run"):
+            expand(suite, **kw)
