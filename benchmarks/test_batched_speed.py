@@ -5,8 +5,9 @@ protocol. The timed call is ``bench.batched.execute_group`` on all 64 runs (one 
 one, every run costs the same (the strength and the seed change no operation count), so ``SINGLES`` runs
 (default 8, evenly spread over the sweep; ``BATCHED_BENCH_SINGLES=64`` times them all) are timed with
 ``bench.runner.execute`` between the batched rounds, under the same load, and the one-by-one time of the sweep is
-their mean x 64. ``extra_info``: the ratio, both times, and that every checked run's records match (values of the
-final round equal to 1e-6 relative). Run:
+their mean x 64. ``extra_info``: the ratio, both times (wall-clock and CPU time of this process, ``cpu_speedup``:
+the same ratio in CPU time, less sensitive to other jobs on a shared machine), and that every checked run's records
+match (values of the final round equal to 1e-6 relative). Run:
 
     python -m pytest benchmarks/test_batched_speed.py --benchmark-only --benchmark-json OUT.json
 """
@@ -51,20 +52,24 @@ def test_batched_sweep(benchmark, case):
     specs = sweep(*CASES[case])
     picks = np.linspace(0, len(specs) - 1, SINGLES).round().astype(int).tolist()
     per_round = [picks[i::ROUNDS] for i in range(ROUNDS)]
-    single_s, grouped, singles = [], {}, {}
+    single_s, single_cpu, batched_cpu, grouped, singles = [], [], [], {}, {}
     execute(specs[0])  # warm-up (network load, lazy init), untimed
     it = iter(range(ROUNDS + 1))
 
     def setup():  # between batched passes: this pass's share of the one-by-one runs
         k = next(it)
         for i in per_round[k - 1] if k else []:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             singles[i] = execute(specs[i])
             single_s.append(time.perf_counter() - t0)
+            single_cpu.append(time.process_time() - c0)
         return (), {}
 
     def batched():
-        return execute_group(specs)
+        c0 = time.process_time()
+        out = execute_group(specs)
+        batched_cpu.append(time.process_time() - c0)
+        return out
 
     benchmark.group = "batched sweep (16 strengths x 4 seeds, B=32, T=200)"
     out = benchmark.pedantic(batched, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=0)
@@ -82,5 +87,6 @@ def test_batched_sweep(benchmark, case):
     benchmark.extra_info.update(
         runs=len(specs), rows=len(specs) * BATCH, rounds=specs[0].rounds, singles_timed=len(single_s),
         single_run_s=single_s, one_by_one_s=one_by_one_s, batched_s=batched_s,
-        speedup=one_by_one_s / batched_s, worst_rel_diff=worst,
+        speedup=one_by_one_s / batched_s, worst_rel_diff=worst, single_run_cpu_s=single_cpu, batched_cpu_s=batched_cpu,
+        cpu_speedup=statistics.fmean(single_cpu) * len(specs) / statistics.median(batched_cpu),
         group_wall_s=out[0][-1]["group"]["wall_s"])

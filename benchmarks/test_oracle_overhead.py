@@ -2,8 +2,9 @@
 (``methods.lookahead.LookAhead.sample`` through ``Counted``) against its numpy re-derivation
 (``benchmarks/oracle_numpy.py``), each torch round followed by a numpy round under the same load.
 
-``extra_info``: per-round torch and numpy times and the median ratio (issue 14's target: <= 2), and the largest
-difference between the two results (float32 rounding only: the re-derivation is the same maths). Run:
+``extra_info``: per-round torch and numpy times (wall-clock and CPU time), the median ratios of same-load pairs
+(issue 14's target: <= 2), and the largest difference between the two results (float32 rounding only: the
+re-derivation is the same maths). Run:
 
     python -m pytest benchmarks/test_oracle_overhead.py --benchmark-only --benchmark-json OUT.json
 """
@@ -43,19 +44,29 @@ def test_oracle_lookahead_round_vs_numpy(benchmark):
     def numpy_round():
         return lookahead_round_numpy(P, abar, grid, draws[0], draws[1:], g, y, b.method.sigma, b.method.beta_coef)
 
-    numpy_s = []
+    numpy_s, numpy_cpu, torch_cpu = [], [], []
 
     def setup():  # a numpy round before every torch round: both under the same load
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         numpy_round()
         numpy_s.append(time.perf_counter() - t0)
+        numpy_cpu.append(time.process_time() - c0)
         return (), {}
 
+    def timed_torch_round():
+        c0 = time.process_time()
+        out = torch_round()
+        torch_cpu.append(time.process_time() - c0)
+        return out
+
     benchmark.group = f"oracle look-ahead round B={B} T={T}"
-    x = benchmark.pedantic(torch_round, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    x = benchmark.pedantic(timed_torch_round, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     diff = float(np.abs(x.numpy() - numpy_round()).max())
     assert diff <= 1e-4 * float(np.abs(x.numpy()).max()), f"numpy re-derivation disagrees: {diff}"
     torch_s = list(benchmark.stats.stats.data)
     ratios = [a / n for a, n in zip(torch_s, numpy_s[-len(torch_s):])]
     benchmark.extra_info.update(torch_round_s=torch_s, numpy_round_s=numpy_s[-len(torch_s):],
-                                ratio_to_numpy=statistics.median(ratios), max_abs_diff=diff)
+                                ratio_to_numpy=statistics.median(ratios), max_abs_diff=diff,
+                                torch_round_cpu_s=torch_cpu[-ROUNDS:], numpy_round_cpu_s=numpy_cpu[-ROUNDS:],
+                                cpu_ratio_to_numpy=statistics.median(
+                                    a / n for a, n in zip(torch_cpu[-ROUNDS:], numpy_cpu[-ROUNDS:])))
