@@ -141,7 +141,7 @@ def test_cli_dry_run_lists_runs_and_marks_done(tmp_path, capsys):
     assert main(["suite", str(p), "--only", "nope", "--dry-run"]) == 2
 
 
-@pytest.mark.parametrize("name", ["quick", "paper-simulations", "full", "ggdm-sphere"])
+@pytest.mark.parametrize("name", ["quick", "paper-simulations", "full", "ggdm-sphere", "ggdm-subspace"])
 def test_shipped_suites_expand_and_validate(name):
     from bench.suite import available, validate
 
