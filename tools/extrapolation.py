@@ -5,7 +5,7 @@ theta2 is mostly off the subspace (|P theta2| = 0.11), so theta2.x = 3 needs a m
 where the data have a standard deviation of 1: far outside anything the network was trained on. The exact oracle
 (linear in x_t) extrapolates; a network need not. Metrics as in ``bench validate`` (bench/validate.py measure_t).
 
-    python tools/extrapolation.py [--targets 0,1,2,3] [--network-seeds 0,1,2] [--out FILE.md]
+    python tools/extrapolation.py [--targets 0,0.5,0.75,1,2,3] [--network-seeds 0,1,2] [--out FILE.md]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def rows(network_seeds, targets, batch: int = 256):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--targets", default="0,1,2,3", help="theta2.x values to move the clean points to")
+    p.add_argument("--targets", default="0,0.5,0.75,1,2,3", help="theta2.x values to move the clean points to")
     p.add_argument("--network-seeds", default="0,1,2")
     p.add_argument("--out", default=None, help="write the table as markdown here")
     a = p.parse_args(argv)
