@@ -297,7 +297,7 @@ def save_samples(spec: RunSpec, x: torch.Tensor) -> Path:
 
     path = Path(spec.save_samples) / f"{spec.run_id}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(x.detach().cpu(), path)
+    save_atomic(x.detach().cpu().clone(), path)  # clone: a view would save its whole underlying storage
     return path
 
 
