@@ -160,7 +160,8 @@ def _spec(t: RunSpec, cfg: TuneConfig, params: dict, seed: int) -> RunSpec:
 
 
 def tuning_specs(tmpl: RunSpec, cfg: TuneConfig, params: dict) -> list[RunSpec]:
-    return [_spec(tmpl, cfg, params, s) for s in cfg.tuning_seeds]
+    # tuning runs keep no samples (figures draw the report runs'; save_samples is not part of the run id)
+    return [replace(_spec(tmpl, cfg, params, s), save_samples=None) for s in cfg.tuning_seeds]
 
 
 def tune_params(method: str, cfg: TuneConfig) -> dict:

@@ -188,3 +188,16 @@ def test_digits_tuning_constrains_knn_distance_and_never_reads_heldout_metrics()
     assert dps[0]["limit"] == pytest.approx(2.01)
     assert "metrics" not in seen and not any("heldout" in k for k in seen), seen
 
+
+
+def test_tuning_runs_save_no_samples_and_keep_their_run_ids():
+    """A suite's save_samples reaches the report runs only: tuning runs (seeds 1000...) would write files no figure
+    reads. save_samples is not part of the run id, so resumed tuning records stay valid."""
+    from bench.tune import _spec, tuning_specs
+
+    cfg = TuneConfig(tuning_seeds=[1000, 1001], report_seeds=[0])
+    tmpl = RunSpec(task="subspace", reward="f1-theta2", method="dps", rounds=1, save_samples="/tmp/s")
+    tuned = tuning_specs(tmpl, cfg, {"zeta": 0.5})
+    assert [s.save_samples for s in tuned] == [None, None]
+    assert [s.run_id for s in tuned] == [_spec(tmpl, cfg, {"zeta": 0.5}, s).run_id for s in (1000, 1001)]
+    assert _spec(tmpl, cfg, {"zeta": 0.5}, 0).save_samples == "/tmp/s"  # what report runs are built from
