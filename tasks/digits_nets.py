@@ -151,27 +151,6 @@ def train_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
             "params": sum(p.numel() for p in net.parameters())}
 
 
-def _load_checked(role: str, cfg: dict, path) -> nn.Module | None:
-    """The classifier stored at ``path``, or None (with a warning) if unreadable, trained for another config or
-    altered (its weights do not hash to the stored sha256): the check of tasks/pretrain.py ``load_checkpoint``."""
-    from .pretrain import weights_hash
-
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        if ck.get("config") != cfg:
-            raise ValueError("stored config differs")
-        sha = weights_hash(ck["state_dict"])
-        if ck.get("sha256") != sha:
-            raise ValueError(f"weights hash to {sha[:16]}, the file says {str(ck.get('sha256'))[:16]} (altered bytes)")
-        net = CLASSIFIERS[role](**cfg["net"])
-        net.load_state_dict(ck["state_dict"])
-        net.checkpoint = sha[:16]
-        return net
-    except Exception as e:  # corrupt, mismatched or altered: retrain
-        print(f"warning: ignoring checkpoint {path} ({type(e).__name__}: {e}); retraining", file=sys.stderr)
-        return None
-
-
 def classifier_config(task, role: str) -> dict:
     """The cache key of classifier ``role``: task, version, image size, network and training config, split."""
     if role not in CLASSIFIERS:
@@ -188,13 +167,11 @@ def load_or_train_classifier(task, role: str, progress: bool = True) -> nn.Modul
     stored in the file and checked on load; on a cache miss the file shipped in tasks/data/nets under the same
     name is used, checked the same way; otherwise retrained. Returns a frozen eval-mode network carrying
     ``checkpoint`` (sha256[:16] of its weights)."""
-    from .pretrain import checkpoint_path, save_atomic, shipped_path, weights_hash
+    from .pretrain import checkpoint_path, load_cached, save_atomic, weights_hash
 
     cfg = classifier_config(task, role)
-    path, net = checkpoint_path(cfg), None
-    for p in (path, shipped_path(cfg)):
-        if net is None and p.exists():
-            net = _load_checked(role, cfg, p)
+    path = checkpoint_path(cfg)
+    net = load_cached(task, cfg, build=lambda: CLASSIFIERS[role](**cfg["net"]))
     if net is None:
         train_cfg = cfg["train"]
         torch.manual_seed(train_cfg["seed"])

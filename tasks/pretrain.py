@@ -153,8 +153,9 @@ def shipped_path(cfg: dict) -> Path:
     return SHIPPED / checkpoint_path(cfg).name
 
 
-def load_checkpoint(task, cfg: dict, path: Path | None = None):
-    """The cached (or given) network, or None if absent, unreadable, trained for another key or altered."""
+def load_checkpoint(task, cfg: dict, path: Path | None = None, build=None):
+    """The cached (or given) network, or None if absent, unreadable, trained for another key or altered.
+    ``build``: a no-argument constructor of the network (default: ``build_net(task, cfg)``)."""
     path = path or checkpoint_path(cfg)
     if not path.exists():
         return None
@@ -165,7 +166,7 @@ def load_checkpoint(task, cfg: dict, path: Path | None = None):
         sha = weights_hash(ck["state_dict"])
         if ck.get("sha256") != sha:
             raise ValueError(f"weights hash to {sha[:16]}, the file says {str(ck.get('sha256'))[:16]} (altered bytes)")
-        net = build_net(task, cfg)
+        net = build() if build else build_net(task, cfg)
         net.load_state_dict(ck["state_dict"])
         net.checkpoint = sha[:16]
         return net.eval()
@@ -174,13 +175,21 @@ def load_checkpoint(task, cfg: dict, path: Path | None = None):
         return None
 
 
+def load_cached(task, cfg: dict, build=None):
+    """The network of ``cfg`` from the cache, else the one shipped in tasks/data/nets, each checked by
+    ``load_checkpoint``; None when neither is usable."""
+    for path in (checkpoint_path(cfg), shipped_path(cfg)):
+        net = load_checkpoint(task, cfg, path, build)
+        if net is not None:
+            return net
+    return None
+
+
 def load_or_train(task, arch: str | None = None, progress: bool = True, force: bool = False, **over):
     """The cached network for (task, arch, overrides), trained and saved on a miss; ``net.checkpoint`` is
     the sha256[:16] of its weights."""
     cfg = train_config(task, arch, **over)
-    net = None if force else load_checkpoint(task, cfg)
-    if net is None and not force and shipped_path(cfg).exists():  # a shipped default, checked like a cached one
-        net = load_checkpoint(task, cfg, shipped_path(cfg))
+    net = None if force else load_cached(task, cfg)  # the cache, else a shipped default, checked alike
     if net is None:
         net, info = train(task, cfg, progress)
         sd = net.state_dict()
