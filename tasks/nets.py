@@ -64,22 +64,18 @@ class MLPEps(nn.Module):
         out = self._blocks(x, t)
         if self.sigma_data is None:
             return out
-        ab = self.alpha_bar[t].unsqueeze(1)
-        s2, sig2 = self.sigma_data**2, (1 - ab) / ab
-        c_skip, c_out = s2 / (sig2 + s2), (sig2 * s2 / (sig2 + s2)).sqrt()
+        c_skip, c_out = (c.unsqueeze(1) for c in self.precond(t))
         if self.polar:
             x_skip = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) * (self.sigma_data * self.dim**0.5)
         else:
-            x_skip = x / ab.sqrt()
+            x_skip = x / self.alpha_bar[t].sqrt().unsqueeze(1)
         return c_skip * x_skip + c_out * out
 
-    def c_out(self, t):
-        """EDM's c_out(t) (the scale of the blocks' error in x0_hat); None without preconditioning."""
-        if self.sigma_data is None:
-            return None
+    def precond(self, t):
+        """EDM's (c_skip(t), c_out(t)) per row of t (c_out: the scale of the blocks' error in x0_hat)."""
         ab = self.alpha_bar[t]
         s2, sig2 = self.sigma_data**2, (1 - ab) / ab
-        return (sig2 * s2 / (sig2 + s2)).sqrt()
+        return s2 / (sig2 + s2), (sig2 * s2 / (sig2 + s2)).sqrt()
 
     def forward(self, x, t):
         ab = self.alpha_bar[t].unsqueeze(1)

@@ -78,25 +78,28 @@ def weights_hash(state_dict: dict) -> str:
     return h.hexdigest()
 
 
-def _min_snr_loss(net, x0, schedule, gen, gamma: float, t=None) -> torch.Tensor:
+def _noised(x0, schedule, gen, t=None):
+    """(t, eps, alpha_bar_t, x_t) for a training batch: t ~ U{0..T-1} unless given, then eps, from ``gen`` in
+    that order (as ``denoising_loss`` draws them)."""
     if t is None:
         t = torch.randint(0, schedule.T, (x0.shape[0],), generator=gen)
     eps = torch.randn(x0.shape, generator=gen).to(x0)
     ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    return t, eps, ab, ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+
+def _min_snr_loss(net, x0, schedule, gen, gamma: float, t=None) -> torch.Tensor:
+    t, eps, ab, x_t = _noised(x0, schedule, gen, t)
     snr = ab / (1 - ab)
     w = snr.clamp(max=gamma) / snr
-    return (w * (net(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t) - eps) ** 2).mean()
+    return (w * (net(x_t, t) - eps) ** 2).mean()
 
 
 def _edm_loss(net, x0, schedule, gen, t=None) -> torch.Tensor:
     """EDM weighting (Karras et al. 2022, lambda = 1 / c_out^2): MSE of the preconditioned network's blocks,
     |x0_hat - x0|^2 / c_out(t)^2, uniform over t in the blocks' own units (``weight = "edm"``)."""
-    if t is None:
-        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=gen)
-    eps = torch.randn(x0.shape, generator=gen).to(x0)
-    ab = schedule.alpha_bar.to(x0)[t].reshape(-1, *([1] * (x0.ndim - 1)))
-    x0_hat = net.x0_hat(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t)
-    return (((x0_hat - x0) / net.c_out(t).reshape(ab.shape)) ** 2).mean()
+    t, _, ab, x_t = _noised(x0, schedule, gen, t)
+    return (((net.x0_hat(x_t, t) - x0) / net.precond(t)[1].reshape(ab.shape)) ** 2).mean()
 
 
 def train(task, cfg: dict, progress: bool = True) -> tuple[torch.nn.Module, dict]:
