@@ -185,12 +185,9 @@ def heap_for_large_tensors() -> None:
     mmap threshold at 128 KiB (for per-run peak memory), so every stacked [rows, 128] tensor of a group (1 MiB at
     2048 rows) was a fresh mmap, page-faulted in and unmapped on free: 40 % of a trained-network group's CPU time in
     system time (reports/batching). Same arithmetic, same results; the group's peak then includes heap reuse."""
-    import ctypes
+    from .runner import set_mmap_threshold
 
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+    set_mmap_threshold(32 * 2**20)
 
 
 @contextmanager

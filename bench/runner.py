@@ -203,14 +203,22 @@ def release_freed_memory() -> None:
     """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``; the mmap threshold pinned so a
     large earlier free does not move later allocations onto the heap), so the next region's resident high-water
     mark grows by what it allocates, not by what earlier runs left cached in the allocator."""
-    import ctypes
     import gc
 
     gc.collect()
+    set_mmap_threshold(128 * 1024, trim=True)  # fixed at glibc's default: no growth after a large free
+
+
+def set_mmap_threshold(nbytes: int, trim: bool = False) -> None:
+    """glibc ``mallopt(M_MMAP_THRESHOLD, nbytes)``: allocations above ``nbytes`` get their own mmap, smaller ones
+    come from the heap; ``trim``: then ``malloc_trim(0)``. A no-op without glibc."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed at its default: no growth after a large free
-        libc.malloc_trim(0)
+        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
+        if trim:
+            libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
