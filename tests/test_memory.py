@@ -53,6 +53,9 @@ def test_runner_records_a_runs_own_peak_increment():
             return super().sample(den, obj, noise, sampler)
 
     REGISTRY[Hog.name] = Hog
+    # a process's first run also pays one-time set-up (~36 MB: lazy imports, first allocations); do it here, so
+    # the test passes alone and not only after other tests have warmed the process
+    execute(RunSpec(method="unguided", batch=2, T=10, rounds=1))
     try:
         recs = execute(RunSpec(method=Hog.name, batch=2, T=10, rounds=1))
         base = execute(RunSpec(method="unguided", batch=2, T=10, rounds=1))
