@@ -36,7 +36,7 @@ def rows(network_seeds, targets, batch: int = 256):
         for target in targets:
             xs = x0 + ((target - x0 @ th2) / a).unsqueeze(1) * u  # on the subspace, theta2.x = target exactly
             m = [measure_t(task, den, oracle, rw, xs, t, torch.Generator().manual_seed(1)) for t in SHOW_T]
-            yield ns, target, float((target / a)), m
+            yield ns, target, m
 
 
 def main(argv=None) -> int:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     head = "| network seed | theta2.x | " + " | ".join(f"x0 err t={t}" for t in SHOW_T) + " | " + \
            " | ".join(f"VJP rel err t={t}" for t in SHOW_T) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(SHOW_T))]
-    for ns, target, _, m in rows(seeds, targets):
+    for ns, target, m in rows(seeds, targets):
         lines.append(f"| {ns} | {target:g} | " + " | ".join(f"{o['x0_err']:.3f}" for o in m) + " | "
                      + " | ".join(f"{o['vjp_rel_err']:.3f}" for o in m) + " |")
         print(lines[-1], flush=True)
