@@ -49,8 +49,9 @@ def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict 
         offs += per_sample(rec, "off_support")
         costs.append(nfe_eq(rec, c))
         rounds.append(rec["round"])
-        guided_s.append(guided_seconds(recs, rec))
-        unguided_s.append(round0_seconds(recs))
+        u0 = round0_seconds(recs)  # the guided pass(es) up to rec's round: cumulative wall_s minus round 0's
+        guided_s.append(math.nan if rec.get("wall_s") is None else float(rec["wall_s"]) - u0)
+        unguided_s.append(u0)
         mem.append(rec.get("peak_mem_mb"))
         held.append((rec.get("metrics") or {}).get("heldout_reward"))  # images: the held-out evaluator's view
     if not costs and not missing and not diverged:
@@ -61,15 +62,6 @@ def _collect(entry: dict, by_run: dict, budget: float | None, c: float) -> dict 
     return {"r": r, "o": o, "nfe_eq": max(costs) if costs else math.nan,
             "round": max(rounds) if rounds else None, "missing": missing, "diverged": diverged,
             "heldout_reward": _finite_mean(held), "guided_r0": _per_unguided(guided_s, unguided_s), "peak_mem_mb": max((m for m in mem if m is not None), default=math.nan)}
-
-
-def guided_seconds(recs: list[dict], rec: dict) -> float:
-    """Wall-clock of the guided pass(es) up to ``rec``'s round: its cumulative wall_s minus round 0's (the
-    unguided batch every run starts with is excluded)."""
-    r0 = next((r for r in recs if r.get("round") == 0 and r.get("status") == "ok"), None)
-    if r0 is None or rec.get("wall_s") is None or r0.get("wall_s") is None:
-        return math.nan
-    return float(rec["wall_s"]) - float(r0["wall_s"])
 
 
 def round0_seconds(recs: list[dict]) -> float:
