@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .denoiser import Cost, Counted
-from .sampling import NoiseStream, Sampler
+from .sampling import NoiseStream, Sampler, scalar
 
 __all__ = ["param", "Method", "PerStepMethod", "Objective", "StepCtx", "bdot", "hp", "is_zero", "is_batchable",
            "x0_grad"]
@@ -44,10 +44,11 @@ def x0_grad(ctx: "StepCtx", x: torch.Tensor, f):
     needs no autograd graph through it: with u = grad f(x0_hat) (v itself, or one backward through f alone), the
     gradient is u / alpha + (-sqrt(h) u / alpha)^T d eps_hat/d x_t, summed in the order of autograd's backward
     (bit for bit the same for the subspace oracle: tests/test_oracle_vjp.py). Any other denoiser: autograd."""
-    sh, den, linear = math.sqrt(ctx.h), ctx.den, isinstance(f, torch.Tensor)
+    den, linear = ctx.den, isinstance(f, torch.Tensor)
+    sh, alpha = scalar(math.sqrt(ctx.h), x), scalar(ctx.alpha, x)  # bit for bit the Python floats (``scalar``)
     if den.analytic_vjp:
         eps = den.eps(x, ctx.t)
-        x0 = (x - sh * eps) / ctx.alpha
+        x0 = (x - sh * eps) / alpha
         if linear:
             r, u = bdot(f, x0), f
         else:
@@ -56,12 +57,12 @@ def x0_grad(ctx: "StepCtx", x: torch.Tensor, f):
                 r = f(x0g)
                 u = grad_of_sum(r, x0g)
             r = r.detach()
-        w = u / ctx.alpha
+        w = u / alpha
         return eps, x0, r, den.eps_vjp(x, ctx.t, (-w) * sh, add=w)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         eps = den.eps(xg, ctx.t)
-        x0 = (xg - sh * eps) / ctx.alpha
+        x0 = (xg - sh * eps) / alpha
         r = bdot(f, x0) if linear else f(x0)
         d = grad_of_sum(r, xg)
     return eps.detach(), x0.detach(), r.detach(), d
@@ -79,11 +80,11 @@ def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def hp(v, like: torch.Tensor):
     """A hyperparameter (or a float expression of hyperparameters) as it enters arithmetic with ``like``: a Python
-    float unchanged; a batched group's per-sample float64 [B] tensor cast to ``like``'s dtype and device and shaped
-    to broadcast against it. Casting the float64 expression once, as torch casts a Python scalar, keeps a batched
+    float as ``scalar`` gives it (the same bits, without torch's per-op copy); a batched group's per-sample float64
+    [B] tensor cast to ``like``'s dtype and device and shaped to broadcast against it. Casting the float64 expression once, as torch casts a Python scalar, keeps a batched
     sample bit-identical to the same sample run alone."""
     if not isinstance(v, torch.Tensor):
-        return v
+        return scalar(v, like)
     return per_sample(v.to(device=like.device, dtype=like.dtype), like)
 
 
@@ -259,7 +260,7 @@ class PerStepMethod(Method):
 
     def step(self, ctx: StepCtx, obj: Objective, x: torch.Tensor, noise: NoiseStream) -> torch.Tensor:
         eps = self.guided_eps(ctx, obj, x)
-        x0 = (x - math.sqrt(ctx.h) * eps) / ctx.alpha
+        x0 = (x - scalar(math.sqrt(ctx.h), eps) * eps) / scalar(ctx.alpha, eps)
         z = noise()
         return ctx.sampler.step(ctx.den.schedule, x, x0, eps, ctx.t, ctx.t_prev, z)
 

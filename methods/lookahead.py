@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .base import bnorm2, per_sample, x0_grad
 from .ggdm import GGDMGuidance
+from .sampling import scalar
 from .search import LogRange
 
 
@@ -32,6 +33,8 @@ class LookAhead(GGDMGuidance):
     def guided_eps(self, ctx, obj, x):
         g, y = obj.g, obj.target(self.delta)
         eps, _, gx0, d = x0_grad(ctx, x, g)
-        beta = self.beta_t((ctx.alpha**2 / 2) / (ctx.alpha**2 * self.sigma**2 + ctx.h * bnorm2(d)))
-        G = per_sample(2 * beta * (y - gx0), x) * d
-        return eps - math.sqrt(ctx.h) * G
+        # (alpha^2 / 2) / (...) in torch's order for a float over a tensor (reciprocal, then times the float)
+        den = scalar(ctx.alpha**2 * self.sigma**2, d) + scalar(ctx.h, d) * bnorm2(d)
+        beta = self.beta_t(den.reciprocal() * scalar(ctx.alpha**2 / 2, d))
+        G = per_sample(scalar(2.0, d) * beta * (y - gx0), x) * d
+        return eps - scalar(math.sqrt(ctx.h), G) * G

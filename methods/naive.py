@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .base import bdot, bnorm2, per_sample
 from .ggdm import GGDMGuidance
+from .sampling import scalar
 from .search import LogRange
 
 
@@ -27,7 +28,9 @@ class Naive(GGDMGuidance):
     def guided_eps(self, ctx, obj, x):
         eps = ctx.den.eps(x, ctx.t)
         g, y = obj.g, obj.target(self.delta)
-        x0 = (x - math.sqrt(ctx.h) * eps) / ctx.alpha
-        beta = self.beta_t(ctx.alpha / (self.sigma**2 + ctx.h * bnorm2(g)))
+        sh = scalar(math.sqrt(ctx.h), x)  # the Python floats' bits without torch's per-op copy (``scalar``)
+        x0 = (x - sh * eps) / scalar(ctx.alpha, x)
+        den = scalar(self.sigma**2, g) + scalar(ctx.h, g) * bnorm2(g)  # alpha / den in torch's order for float / tensor
+        beta = self.beta_t(den.reciprocal() * scalar(ctx.alpha, g))
         G = per_sample(beta * (y - bdot(g, x0)), x) * g
-        return eps - math.sqrt(ctx.h) * G
+        return eps - sh * G

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Schedule", "Sampler", "NoiseStream", "ddpm_step", "ddim_step", "sample_seeds"]
+__all__ = ["Schedule", "Sampler", "NoiseStream", "ddpm_step", "ddim_step", "sample_seeds", "scalar"]
 
 
 class Schedule:
@@ -57,9 +57,31 @@ class Schedule:
         return {"T": self.T, "kind": self.kind}
 
 
+_SCALARS: dict = {}  # (value, dtype, device) -> 0-dim tensor; cleared when it grows past _SCALARS_MAX
+_SCALARS_MAX = 1 << 16
+
+
+def scalar(v: float, like: torch.Tensor):
+    """The Python float ``v`` as it enters arithmetic with ``like``: a cached 0-dim tensor in the dtype torch computes
+    float32 / float64 ops in, so ``scalar(v, x) * x`` is bit for bit ``v * x`` (the float rounds to float32 exactly as
+    torch rounds a Python scalar). Why: torch 2.14 turns every Python scalar operand into a double tensor and copies
+    it to the op's dtype, one extra op (~5 us) per arithmetic step on the small tasks' hot path (issue 14). Other
+    dtypes (half, integer) get ``v`` unchanged. ``a / t`` is ``t.reciprocal() * a`` in torch: write it that way."""
+    dt = like.dtype
+    if type(v) is not float or v == 0.0 or (dt is not torch.float32 and dt is not torch.float64):
+        return v  # (zero too: -0.0 == 0.0 would share a cache entry)
+    key = (v, dt, like.device)
+    out = _SCALARS.get(key)
+    if out is None:
+        if len(_SCALARS) >= _SCALARS_MAX:
+            _SCALARS.clear()
+        out = _SCALARS[key] = torch.tensor(v, dtype=dt, device=like.device)
+    return out
+
+
 def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha: float, h: float) -> torch.Tensor:
     """Tweedie: x0_hat = (x_t - sqrt(h) eps) / alpha (no clipping)."""
-    return (x_t - math.sqrt(h) * eps) / alpha
+    return (x_t - scalar(math.sqrt(h), eps) * eps) / scalar(alpha, eps)
 
 
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha: float, h: float) -> torch.Tensor:
@@ -78,21 +100,21 @@ def ddpm_step(sched: Schedule, x_t, x0_hat, t: int, t_prev: int, z) -> torch.Ten
     b_step = 1.0 - a_step
     c1 = math.sqrt(ab_prev) * b_step / (1 - ab)
     c2 = math.sqrt(a_step) * (1 - ab_prev) / (1 - ab)
-    mean = c1 * x0_hat + c2 * x_t
+    mean = scalar(c1, x0_hat) * x0_hat + scalar(c2, x_t) * x_t
     if t_prev < 0:
         return mean
     var = b_step * (1 - ab_prev) / (1 - ab)
-    return mean + math.sqrt(var) * z
+    return mean + scalar(math.sqrt(var), z) * z
 
 
 def ddim_step(sched: Schedule, x_t, x0_hat, eps, t: int, t_prev: int, eta: float, z) -> torch.Tensor:
     """DDIM(eta) step (Song et al. 2021 eq. 12): sqrt(abar')x0 + sqrt(1-abar'-sigma^2) eps + sigma z."""
     ab, ab_prev = sched.abar(t), sched.abar(t_prev)
     sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(max(1 - ab / ab_prev, 0.0))
-    out = math.sqrt(ab_prev) * x0_hat + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+    out = scalar(math.sqrt(ab_prev), x0_hat) * x0_hat + scalar(math.sqrt(max(1 - ab_prev - sigma**2, 0.0)), eps) * eps
     if t_prev < 0 or sigma == 0.0:
         return out
-    return out + sigma * z
+    return out + scalar(sigma, z) * z
 
 
 @dataclass(frozen=True)
