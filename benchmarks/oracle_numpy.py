@@ -9,12 +9,14 @@ x0_hat = alpha P x_t, and the look-ahead direction grad_{x_t}(g . x0_hat) = alph
     eps' = eps - sqrt(h) G,   x0' = (x - sqrt(h) eps') / alpha,   x <- DDPM posterior step (x0', x, z)
 
 with the same per-sample noise as the torch run, so both give the same samples (up to float32 rounding).
+``lookahead_round_torch`` is the same loop op for op in torch: what eager torch costs for this maths at all.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import torch
 
 
 def lookahead_round_numpy(P: np.ndarray, abar: list[float], grid: list[tuple[int, int]], x_T: np.ndarray,
@@ -42,4 +44,35 @@ def lookahead_round_numpy(P: np.ndarray, abar: list[float], grid: list[tuple[int
         x = c1 * x0 + c2 * x
         if t_prev >= 0:
             x = x + math.sqrt((1 - a_step) * (1 - ab_prev) / (1 - ab)) * zk
+    return x
+
+
+def lookahead_round_torch(P, abar, grid, x_T, z, g, y, sigma: float = 0.1, beta_coef: float = 1.0):
+    """``lookahead_round_numpy`` op for op in eager torch (float32 tensors), every schedule scalar made a 0-dim tensor
+    before the loop: the least time torch's per-op dispatch allows for this maths, the floor of any torch path."""
+    def c(v):
+        return torch.tensor(v, dtype=torch.float32)
+
+    coeffs = []
+    for t, t_prev in grid:
+        ab, ab_prev = abar[t], (1.0 if t_prev < 0 else abar[t_prev])
+        alpha, h = math.sqrt(ab), 1.0 - ab
+        a_step = ab / ab_prev
+        coeffs.append((c(math.sqrt(h)), c(1 / math.sqrt(h)), c(alpha), c(beta_coef * alpha**2 / 2),
+                       c(alpha**2 * sigma**2), c(h), c(math.sqrt(ab_prev) * (1 - a_step) / (1 - ab)),
+                       c(math.sqrt(a_step) * (1 - ab_prev) / (1 - ab)),
+                       c(math.sqrt((1 - a_step) * (1 - ab_prev) / (1 - ab))) if t_prev >= 0 else None))
+    two, x, Pg = c(2.0), x_T, g @ P
+    for (sh, rsh, alpha, b_num, b_den, h, c1, c2, c3), zk in zip(coeffs, z):
+        Px = x @ P
+        eps = sh * Px + (x - Px) * rsh
+        x0 = (x - sh * eps) / alpha
+        d = alpha * Pg
+        beta = b_num / (b_den + h * (d * d).sum(1))
+        G = (two * beta * (y - (g * x0).sum(1)))[:, None] * d
+        eps = eps - sh * G
+        x0 = (x - sh * eps) / alpha
+        x = c1 * x0 + c2 * x
+        if c3 is not None:
+            x = x + c3 * zk
     return x

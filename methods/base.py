@@ -69,8 +69,9 @@ def x0_grad(ctx: "StepCtx", x: torch.Tensor, f):
 
 
 def bnorm2(a: torch.Tensor) -> torch.Tensor:
-    """Per-sample squared norm -> [B]."""
-    return a.flatten(1).pow(2).sum(1)
+    """Per-sample squared norm -> [B] (a * a: torch's pow(2), bit for bit, in one cheaper op)."""
+    a = a.flatten(1)
+    return (a * a).sum(1)
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,9 @@ class _CountVJP(torch.autograd.Function):
         return grad, None, None
 
 
+_TIMES: dict = {}  # (t, rows, device) -> [rows] long tensor of t (``Counted._time``)
+
+
 class Counted:
     """Wraps a denoiser; counts denoiser work per returned sample: with ``batch`` = the number of returned
     samples B, an ``eps`` call on R rows is ceil(R / B) forwards (a call on N·B rows, as best-of-N makes, is N
@@ -80,14 +83,17 @@ class Counted:
             self.cost.batch = batch
         self.schedule = inner.schedule
         self.shape = tuple(inner.shape)
-        self._times: dict = {}  # (t, rows, device) -> the [rows] long tensor of t: one allocation per grid time
-
     def _time(self, t, x: torch.Tensor) -> torch.Tensor:
+        """The [rows] long tensor of an int t, made once per (t, rows, device) for every ``Counted`` (runs and rounds
+        alike), so a denoiser may cache what it derives from it (the subspace oracle's sqrt(h_t) columns)."""
         if isinstance(t, torch.Tensor):
             return as_time(t, x)
-        tt = self._times.get((t, x.shape[0], x.device))
+        key = (t, x.shape[0], x.device)
+        tt = _TIMES.get(key)
         if tt is None:
-            tt = self._times[(t, x.shape[0], x.device)] = as_time(t, x)
+            if len(_TIMES) >= 4096:
+                _TIMES.clear()
+            tt = _TIMES[key] = as_time(t, x)
         return tt
 
     def eps(self, x: torch.Tensor, t) -> torch.Tensor:

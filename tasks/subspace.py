@@ -29,24 +29,29 @@ class SubspaceOracle(torch.nn.Module):
         self.register_buffer("sqrt_h", h.sqrt())
         self.register_buffer("rsqrt_h", h.rsqrt())
         self.schedule, self.shape = schedule, tuple(shape)
-        self._cast: dict = {}  # (dtype, device) -> (P, sqrt_h, rsqrt_h) cast once
-        self._at: list = [None]  # [(t, t's version, dtype, device, sqrt_h[t], rsqrt_h[t])] of the last call
+        self._cast: dict = {}  # (dtype, device) -> (P, sqrt_h, rsqrt_h, P^T) cast once
+        self._at: dict = {}  # (id(t), t's version, dtype, device) -> (t, sqrt_h[t], rsqrt_h[t]) gathered once
 
     def _tables(self, x, t):
-        """P and the [B, 1] columns sqrt(h_t), 1/sqrt(h_t) in x's dtype and device: the same values as casting the
-        float64 tables per call, cast once per dtype / device and gathered once per time tensor (``Counted`` hands
-        the same tensor for every call at a grid time; an in-place change of it bumps its version)."""
+        """P, P^T and the [B, 1] columns sqrt(h_t), 1/sqrt(h_t) in x's dtype and device: the same values as casting
+        the float64 tables per call, cast once per dtype / device and gathered once per time tensor (``Counted``
+        hands the same tensor for every call at a grid time, in every round and run; an in-place change of it bumps
+        its version). At most 1024 entries: about five 200-step grids."""
         key = (x.dtype, x.device)
         c = self._cast.get(key)
         if c is None:
-            c = self._cast[key] = tuple(b.to(device=x.device, dtype=x.dtype) for b in (self.P, self.sqrt_h, self.rsqrt_h))
-        a = self._at[0]
-        if a is None or a[0] is not t or a[1] != t._version or a[2:4] != key:
-            a = self._at[0] = (t, t._version, *key, c[1][t].unsqueeze(1), c[2][t].unsqueeze(1))
-        return c[0], a[4], a[5]
+            P, sh, rsh = (b.to(device=x.device, dtype=x.dtype) for b in (self.P, self.sqrt_h, self.rsqrt_h))
+            c = self._cast[key] = (P, sh, rsh, P.T)
+        k = (id(t), t._version, *key)
+        a = self._at.get(k)
+        if a is None or a[0] is not t:
+            if len(self._at) >= 1024:
+                self._at.clear()
+            a = self._at[k] = (t, c[1][t].unsqueeze(1), c[2][t].unsqueeze(1))
+        return c[0], c[3], a[1], a[2]
 
     def eps(self, x, t):
-        P, s, r = self._tables(x, t)
+        P, _, s, r = self._tables(x, t)
         Px = x @ P
         return s * Px + (x - Px) * r
 
@@ -54,9 +59,9 @@ class SubspaceOracle(torch.nn.Module):
         """u^T d eps*/d x_t per sample = u / sqrt(h) + (sqrt(h) u - u / sqrt(h)) P^T, without autograd (plus ``add``,
         summed first): the operations, and their order, of an autograd backward through ``eps``, so the result is
         bit for bit autograd's (tests/test_oracle_vjp.py)."""
-        P, s, r = self._tables(x, t)
+        _, PT, s, r = self._tables(x, t)
         ur = u * r
-        return (ur if add is None else add + ur) + (u * s - ur) @ P.T
+        return (ur if add is None else add + ur) + (u * s - ur) @ PT
 
 
 class Subspace(Task):
