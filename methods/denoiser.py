@@ -67,6 +67,7 @@ class _CountVJP(torch.autograd.Function):
 
 
 _TIMES: dict = {}  # (t, rows, device) -> [rows] long tensor of t (``Counted._time``)
+_TIMES_ROWS = [0]  # rows held in _TIMES
 
 
 class Counted:
@@ -91,9 +92,11 @@ class Counted:
         key = (t, x.shape[0], x.device)
         tt = _TIMES.get(key)
         if tt is None:
-            if len(_TIMES) >= 4096:
+            if len(_TIMES) >= 1024 or _TIMES_ROWS[0] > (1 << 20):  # at most ~8 MB of time tensors
                 _TIMES.clear()
+                _TIMES_ROWS[0] = 0
             tt = _TIMES[key] = as_time(t, x)
+            _TIMES_ROWS[0] += tt.numel()
         return tt
 
     def eps(self, x: torch.Tensor, t) -> torch.Tensor:
