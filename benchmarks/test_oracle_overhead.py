@@ -79,7 +79,8 @@ def test_oracle_lookahead_round_vs_numpy(benchmark):
     ratios = [a / q for a, q in zip(torch_s, numpy_s[-n:])]
     benchmark.extra_info.update(torch_round_s=torch_s, numpy_round_s=numpy_s[-n:], floor_round_s=floor_s[-n:],
                                 ratio_to_numpy=statistics.median(ratios), max_abs_diff=diff,
-                                floor_ratio_to_numpy=statistics.median(f / q for f, q in zip(floor_s[-n:], numpy_s[-n:])),
+                                floor_ratio_to_numpy=statistics.median(f / q for f, q in
+                                                                       zip(floor_s[-n:], numpy_s[-n:])),
                                 ratio_to_floor=statistics.median(a / f for a, f in zip(torch_s, floor_s[-n:])),
                                 torch_round_cpu_s=torch_cpu[-ROUNDS:], numpy_round_cpu_s=numpy_cpu[-ROUNDS:],
                                 cpu_ratio_to_numpy=statistics.median(

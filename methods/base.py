@@ -82,8 +82,8 @@ def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def hp(v, like: torch.Tensor):
     """A hyperparameter (or a float expression of hyperparameters) as it enters arithmetic with ``like``: a Python
     float as ``scalar`` gives it (the same bits, without torch's per-op copy); a batched group's per-sample float64
-    [B] tensor cast to ``like``'s dtype and device and shaped to broadcast against it. Casting the float64 expression once, as torch casts a Python scalar, keeps a batched
-    sample bit-identical to the same sample run alone."""
+    [B] tensor cast to ``like``'s dtype and device and shaped to broadcast against it. Casting the float64 expression
+    once, as torch casts a Python scalar, keeps a batched sample bit-identical to the same sample run alone."""
     if not isinstance(v, torch.Tensor):
         return scalar(v, like)
     return per_sample(v.to(device=like.device, dtype=like.dtype), like)

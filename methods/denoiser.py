@@ -84,6 +84,7 @@ class Counted:
             self.cost.batch = batch
         self.schedule = inner.schedule
         self.shape = tuple(inner.shape)
+
     def _time(self, t, x: torch.Tensor) -> torch.Tensor:
         """The [rows] long tensor of an int t, made once per (t, rows, device) for every ``Counted`` (runs and rounds
         alike), so a denoiser may cache what it derives from it (the subspace oracle's sqrt(h_t) columns)."""

@@ -111,7 +111,8 @@ def ddim_step(sched: Schedule, x_t, x0_hat, eps, t: int, t_prev: int, eta: float
     """DDIM(eta) step (Song et al. 2021 eq. 12): sqrt(abar')x0 + sqrt(1-abar'-sigma^2) eps + sigma z."""
     ab, ab_prev = sched.abar(t), sched.abar(t_prev)
     sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(max(1 - ab / ab_prev, 0.0))
-    out = scalar(math.sqrt(ab_prev), x0_hat) * x0_hat + scalar(math.sqrt(max(1 - ab_prev - sigma**2, 0.0)), eps) * eps
+    c_eps = math.sqrt(max(1 - ab_prev - sigma**2, 0.0))
+    out = scalar(math.sqrt(ab_prev), x0_hat) * x0_hat + scalar(c_eps, eps) * eps
     if t_prev < 0 or sigma == 0.0:
         return out
     return out + scalar(sigma, z) * z

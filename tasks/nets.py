@@ -89,11 +89,11 @@ class MLPEps(nn.Module):
         return (1 - ab).sqrt() * x + ab.sqrt() * self._blocks(x, t)
 
     def _time_features(self, t):
-        """t_mlp(embedding(t)): [rows, width], or [SHARED_ROWS, width] rows of equal times when all ``rows`` > SHARED_ROWS
-        rows share one t (a sampler step): the time path is then computed once, not per row (a quarter of the
-        network's arithmetic per row at width 128; issue 14). Four rows, not one: a linear layer's row comes out bit
-        for bit the same at any number of rows >= 4 on the CPU's GEMM, but a 1-row product takes another kernel, so
-        the shared rows equal the per-row ones exactly (tests/test_nets.py)."""
+        """t_mlp(embedding(t)): [rows, width]; [SHARED_ROWS, width] when more than SHARED_ROWS rows all share one t
+        (a sampler step): the time path is then computed once, not per row (a quarter of the network's arithmetic
+        per row at width 128; issue 14). Four rows, not one: on this CPU's GEMM a linear layer's row comes out bit for
+        bit the same at any number of rows >= 4, but a product of 1-3 rows takes other kernels; so the shared rows
+        equal the per-row ones exactly (tests/test_hot_path.py checks it, with gradients)."""
         k = self.SHARED_ROWS
         if t.shape[0] > k and bool((t == t[0]).all()):
             t = t[:k]

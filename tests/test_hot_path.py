@@ -44,7 +44,8 @@ def test_scalar_leaves_what_it_cannot_match_unchanged():
 def _net(polar: bool) -> MLPEps:
     torch.manual_seed(1)
     ab = torch.cumprod(1 - torch.linspace(1e-4, 0.05, 50, dtype=torch.float64), 0)
-    return MLPEps(width=32, depth=2, temb=32, pred="x0", polar=polar, sigma_data=0.125 if polar else None).set_schedule(ab)
+    net = MLPEps(width=32, depth=2, temb=32, pred="x0", polar=polar, sigma_data=0.125 if polar else None)
+    return net.set_schedule(ab)
 
 
 @pytest.mark.parametrize("polar", [False, True])
