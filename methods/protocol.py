@@ -113,7 +113,8 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
     den = Counted(denoiser, cost, batch)  # counts work per returned sample (rows / batch per call)
     shape = den.shape
     unguided = REGISTRY["unguided"]()
-    noise = NoiseStream(seeds(0), shape, device, dtype)
+    draws = len(sampler.grid(den.schedule)) + 1  # a per-step round's draws: the stream's blocks are sized to it
+    noise = NoiseStream(seeds(0), shape, device, dtype, draws=draws)
     x = unguided.sample(den, Objective(reward, cost), noise, sampler)
     yield {"round": 0, "x": x, "cost": cost, "info": {}}
     linear = protocol.rounds > 1 if protocol.linear is None else protocol.linear
@@ -126,7 +127,7 @@ def run_rounds(method: Method, denoiser, reward, protocol: Protocol, *, batch: i
             cost.vjp += protocol.ft_steps
         obj = Objective.linearised(reward, cost, x, linear=linear)
         noise_round = 1 if protocol.noise == "reuse" else k
-        noise = NoiseStream(seeds(noise_round), shape, device, dtype)
+        noise = NoiseStream(seeds(noise_round), shape, device, dtype, draws=draws)
         x = method.sample(den, obj, noise, sampler)
         info.update(obj.info)
         yield {"round": k, "x": x, "cost": cost, "info": info}

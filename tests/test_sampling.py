@@ -63,3 +63,31 @@ def test_sampler_rejects_bad_values():
         Sampler("euler")
     with pytest.raises(ValueError):
         Sampler("ddim", eta=-1)
+
+
+@pytest.mark.parametrize("shape", [(64,), (1, 28, 28), (3,), (1,), (7, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noise_blocks_sized_to_the_draws_continue_the_same_sequence(shape, dtype):
+    """A stream sized to its draws gives the draws of the default 64-draw blocks (the reference), also past them."""
+    for rows, draws in ((1, 1), (3, 17), (32, 33), (5, 201)):
+        ref = NoiseStream(range(rows), shape, dtype=dtype)
+        sized = NoiseStream(range(rows), shape, dtype=dtype, draws=draws)
+        assert sized.block != ref.block or draws == 64
+        for _ in range(draws + 70):
+            assert torch.equal(sized(), ref())
+
+
+def test_noise_blocks_sized_to_the_draws_respect_the_memory_cap():
+    s = NoiseStream(range(2048), (64,), draws=201)  # 201 draws of 2048 x 64 numbers: 7 blocks under 2^22 numbers
+    assert s.block * 2048 * 64 <= NoiseStream.MAX_BLOCK_NUMBERS and s.block * 7 >= 201 and s.block * 6 < 201
+    assert NoiseStream(range(32), (64,), draws=33).block == 33
+    assert NoiseStream(range(2), (3,), draws=33).block == 48  # 48 x 3 numbers: a multiple of 16
+
+
+def test_sample_seeds_are_the_seed_sequence_of_seed_round_and_index():
+    import numpy as np
+
+    ref = [int(np.random.SeedSequence([4, 2, 10 + i]).generate_state(2, np.uint64)[0] >> 1) for i in range(6)]
+    assert sample_seeds(4, 2, 6, offset=10) == ref
+    assert sample_seeds(4, 2, 6, offset=10) == ref  # again, from the cache
+    assert sample_seeds(4, 3, 6, offset=10) != ref
