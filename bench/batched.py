@@ -153,11 +153,10 @@ def _run_group(specs: list[RunSpec]) -> list[list[dict]]:
     ckpt = getattr(den, "checkpoint", None)
     bases = [base_record(s, b, ckpt) for s, b in zip(specs, built)]
     prepare_measurement(s0, b0, den)
-    heap_for_large_tensors()
     watch, mem = Stopwatch(b0.device), PeakMemory(b0.device)
     out: list[list[dict]] = [[] for _ in specs]
     live, last = [True] * len(specs), [None] * len(specs)
-    with mem, _repinned():
+    with heap_for_large_tensors(), mem:
         while any(live):
             with watch.measure():
                 res = next(gen, None)
@@ -180,24 +179,20 @@ def _run_group(specs: list[RunSpec]) -> list[list[dict]]:
     return out
 
 
-def heap_for_large_tensors() -> None:
+@contextmanager
+def heap_for_large_tensors():
     """glibc: serve allocations up to 32 MiB from the heap during a group. ``runner.release_freed_memory`` pins the
     mmap threshold at 128 KiB (for per-run peak memory), so every stacked [rows, 128] tensor of a group (1 MiB at
     2048 rows) was a fresh mmap, page-faulted in and unmapped on free: 40 % of a trained-network group's CPU time in
-    system time (reports/batching). Same arithmetic, same results; the group's peak then includes heap reuse."""
-    from .runner import set_mmap_threshold
+    system time (reports/batching). Same arithmetic, same results; the group's peak then includes heap reuse. On
+    exit the threshold is pinned again and the heap trimmed, so the next run (alone or a group) starts as before."""
+    from .runner import release_freed_memory, set_mmap_threshold
 
     set_mmap_threshold(32 * 2**20)
-
-
-@contextmanager
-def _repinned():
     try:
         yield
     finally:
-        from .runner import release_freed_memory
-
-        release_freed_memory()  # the next run (alone or a group) starts from the pinned threshold and a trimmed heap
+        release_freed_memory()
 
 
 def imap_runs(ex, specs: list[RunSpec], group_rows: int | None = None) -> Iterator[tuple[int, object]]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .denoiser import Cost, Counted
-from .sampling import NoiseStream, Sampler, scalar
+from .sampling import NoiseStream, Sampler, scalar, x0_from_eps
 
 __all__ = ["param", "Method", "PerStepMethod", "Objective", "StepCtx", "bdot", "hp", "is_zero", "is_batchable",
            "x0_grad"]
@@ -45,10 +45,9 @@ def x0_grad(ctx: "StepCtx", x: torch.Tensor, f):
     gradient is u / alpha + (-sqrt(h) u / alpha)^T d eps_hat/d x_t, summed in the order of autograd's backward
     (bit for bit the same for the subspace oracle: tests/test_oracle_vjp.py). Any other denoiser: autograd."""
     den, linear = ctx.den, isinstance(f, torch.Tensor)
-    sh, alpha = scalar(math.sqrt(ctx.h), x), scalar(ctx.alpha, x)  # bit for bit the Python floats (``scalar``)
     if den.analytic_vjp:
         eps = den.eps(x, ctx.t)
-        x0 = (x - sh * eps) / alpha
+        x0 = x0_from_eps(x, eps, ctx.alpha, ctx.h)
         if linear:
             r, u = bdot(f, x0), f
         else:
@@ -57,12 +56,12 @@ def x0_grad(ctx: "StepCtx", x: torch.Tensor, f):
                 r = f(x0g)
                 u = grad_of_sum(r, x0g)
             r = r.detach()
-        w = u / alpha
-        return eps, x0, r, den.eps_vjp(x, ctx.t, (-w) * sh, add=w)
+        w = u / scalar(ctx.alpha, u)  # the Python floats' bits (``scalar``)
+        return eps, x0, r, den.eps_vjp(x, ctx.t, (-w) * scalar(math.sqrt(ctx.h), w), add=w)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         eps = den.eps(xg, ctx.t)
-        x0 = (xg - sh * eps) / alpha
+        x0 = x0_from_eps(xg, eps, ctx.alpha, ctx.h)
         r = bdot(f, x0) if linear else f(x0)
         d = grad_of_sum(r, xg)
     return eps.detach(), x0.detach(), r.detach(), d
@@ -261,7 +260,7 @@ class PerStepMethod(Method):
 
     def step(self, ctx: StepCtx, obj: Objective, x: torch.Tensor, noise: NoiseStream) -> torch.Tensor:
         eps = self.guided_eps(ctx, obj, x)
-        x0 = (x - scalar(math.sqrt(ctx.h), eps) * eps) / scalar(ctx.alpha, eps)
+        x0 = x0_from_eps(x, eps, ctx.alpha, ctx.h)
         z = noise()
         return ctx.sampler.step(ctx.den.schedule, x, x0, eps, ctx.t, ctx.t_prev, z)
 

@@ -34,7 +34,7 @@ class LookAhead(GGDMGuidance):
         g, y = obj.g, obj.target(self.delta)
         eps, _, gx0, d = x0_grad(ctx, x, g)
         # (alpha^2 / 2) / (...) in torch's order for a float over a tensor (reciprocal, then times the float)
-        den = scalar(ctx.alpha**2 * self.sigma**2, d) + scalar(ctx.h, d) * bnorm2(d)
-        beta = self.beta_t(den.reciprocal() * scalar(ctx.alpha**2 / 2, d))
+        denom = scalar(ctx.alpha**2 * self.sigma**2, d) + scalar(ctx.h, d) * bnorm2(d)
+        beta = self.beta_t(denom.reciprocal() * scalar(ctx.alpha**2 / 2, d))
         G = per_sample(scalar(2.0, d) * beta * (y - gx0), x) * d
         return eps - scalar(math.sqrt(ctx.h), G) * G

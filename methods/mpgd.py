@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .base import bnorm2, hp, is_zero, param, per_sample
 from .policy import PolicyMethod, plain_step
+from .sampling import x0_from_eps
 from .search import Choice, LogRange
 
 
@@ -37,7 +38,7 @@ class MPGD(PolicyMethod):
         if is_zero(self.c):
             return plain_step(ctx, x, noise)
         eps = ctx.den.eps(x, ctx.t)
-        x0 = (x - math.sqrt(ctx.h) * eps) / ctx.alpha
+        x0 = x0_from_eps(x, eps, ctx.alpha, ctx.h)
         _, g = obj.value_and_grad(x0)
         sqrt_abar_prev = math.sqrt(ctx.den.schedule.abar(ctx.t_prev))
         c = hp(self.c, x)

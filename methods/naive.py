@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .base import bdot, bnorm2, per_sample
 from .ggdm import GGDMGuidance
-from .sampling import scalar
+from .sampling import scalar, x0_from_eps
 from .search import LogRange
 
 
@@ -28,9 +28,8 @@ class Naive(GGDMGuidance):
     def guided_eps(self, ctx, obj, x):
         eps = ctx.den.eps(x, ctx.t)
         g, y = obj.g, obj.target(self.delta)
-        sh = scalar(math.sqrt(ctx.h), x)  # the Python floats' bits without torch's per-op copy (``scalar``)
-        x0 = (x - sh * eps) / scalar(ctx.alpha, x)
-        den = scalar(self.sigma**2, g) + scalar(ctx.h, g) * bnorm2(g)  # alpha / den in torch's order for float / tensor
-        beta = self.beta_t(den.reciprocal() * scalar(ctx.alpha, g))
+        x0 = x0_from_eps(x, eps, ctx.alpha, ctx.h)
+        denom = scalar(self.sigma**2, g) + scalar(ctx.h, g) * bnorm2(g)  # alpha / denom as torch does float / tensor
+        beta = self.beta_t(denom.reciprocal() * scalar(ctx.alpha, g))
         G = per_sample(beta * (y - bdot(g, x0)), x) * g
-        return eps - sh * G
+        return eps - scalar(math.sqrt(ctx.h), G) * G

@@ -84,7 +84,7 @@ def policy_weights(policy: str, n: int, frac: float = 1.0, k: float = 1.0, lo: f
 def plain_step(ctx, x: torch.Tensor, noise) -> torch.Tensor:
     """The unguided sampler step (1 forward, 1 noise draw); bit-identical to ``PerStepMethod.step`` unguided."""
     eps = ctx.den.eps(x, ctx.t)
-    x0 = (x - math.sqrt(ctx.h) * eps) / ctx.alpha
+    x0 = x0_from_eps(x, eps, ctx.alpha, ctx.h)
     z = noise()
     return ctx.sampler.step(ctx.den.schedule, x, x0, eps, ctx.t, ctx.t_prev, z)
 
@@ -151,7 +151,7 @@ def guided_displacement(method, ctx, obj, x, noise):
     eps0 = den.eps0 if den.eps0 is not None else ctx.den.eps(x, ctx.t)
     if draw.z0 is None:
         raise RuntimeError(f"{method.name}: a guided step must draw its sampler noise")
-    x0 = (x - math.sqrt(ctx.h) * eps0) / ctx.alpha
+    x0 = x0_from_eps(x, eps0, ctx.alpha, ctx.h)
     ref = ctx.sampler.step(ctx.den.schedule, x, x0, eps0, ctx.t, ctx.t_prev, draw.z0)
     return x_next, x_next - ref
 

@@ -196,8 +196,7 @@ class NoiseStream:
         """Draws per block for ``draws`` expected draws: a multiple of ``m`` (so a block is a multiple of 16 numbers,
         at least 16), as few blocks as ``MAX_BLOCK_NUMBERS`` allows, the draws split evenly over them."""
         numel = math.prod(self.shape)
-        m = 16 // math.gcd(numel, 16)
-        m *= -(-16 // (m * numel)) if m * numel < 16 else 1
+        m = 16 // math.gcd(numel, 16)  # m * numel = lcm(numel, 16): a multiple of 16, and >= 16
         cap = max(m, self.MAX_BLOCK_NUMBERS // max(1, self.batch * numel) // m * m)
         n_blocks = -(-max(draws, 1) // cap)
         per = -(-max(draws, 1) // n_blocks)
